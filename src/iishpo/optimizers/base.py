@@ -1,0 +1,89 @@
+"""One ask/tell interface for every HPO algorithm.
+
+The stage runner only ever calls :meth:`Optimizer.ask` and :meth:`Optimizer.tell`, so an
+algorithm slots in by subclassing :class:`Optimizer` and registering its name in
+:data:`iishpo.optimizers.REGISTRY`. Optimizers keep no files: resuming a stage replays the
+stored trials through ``ask``/``tell`` (see :meth:`Optimizer.replay`), which restores the
+exact state, random streams included, of a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from iishpo.space import Config, SearchSpace
+
+
+class Optimizer(ABC):
+    """Base class: proposes configurations inside ``space`` and learns from their losses.
+
+    Args:
+        space: where to search (already narrowed for later IIS stages).
+        budget: evaluations this optimizer will be asked for; algorithms scale their
+            start-up phase (TPE's random start, the GA's population) with it.
+        seed: makes the sequence of proposals reproducible.
+        initial_points: configurations to evaluate first (IIS: the best of the previous
+            stage); each subclass uses them the way its algorithm starts best.
+        settings: algorithm-specific options from ``conf/optimizer/<name>.yaml``.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        budget: int,
+        seed: int,
+        initial_points: Sequence[Config] = (),
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        if budget < 1:
+            raise ValueError(f"budget must be >= 1, got {budget}")
+        for point in initial_points:
+            space.validate(point)
+        self.space = space
+        self.budget = budget
+        self.seed = seed
+        self.initial_points = [dict(p) for p in initial_points]
+        self.settings = dict(settings or {})
+        self.rng = random.Random(seed)
+
+    @abstractmethod
+    def ask(self) -> Config:
+        """The next configuration to evaluate (a valid point of ``self.space``)."""
+
+    @abstractmethod
+    def tell(self, config: Config, loss: float) -> None:
+        """Report the loss (validation error; higher is worse) of the last asked config."""
+
+    def replay(self, history: Sequence[tuple[Config, float]]) -> None:
+        """Bring a fresh optimizer to the state it had after ``history``.
+
+        Asks again for every stored trial and checks that the proposal is the stored one:
+        a mismatch means the seed, space or settings changed since the trials were made.
+        """
+        for number, (stored, loss) in enumerate(history):
+            proposed = self.ask()
+            if not _same_config(proposed, stored):
+                raise RuntimeError(
+                    f"cannot resume: trial {number} in the store was {stored}, but the "
+                    f"optimizer now proposes {proposed}. The seed, search space or optimizer "
+                    "settings differ from the run that wrote the store; delete the store to "
+                    "start over."
+                )
+            self.tell(proposed, loss)
+
+
+def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, float) or isinstance(other, float):
+            if abs(float(value) - float(other)) > 1e-9 * max(1.0, abs(float(value))):
+                return False
+        elif value != other:
+            return False
+    return True

@@ -1,0 +1,192 @@
+"""Random search and TPE through hyperopt, driven one trial at a time.
+
+hyperopt's ``fmin`` owns the loop and restarts its random stream on resume; here the
+``suggest`` functions are called directly with a seed derived from (run seed, trial
+number), so a proposal depends only on the seed and the history, never on how many
+processes the run took.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+from hyperopt import hp, rand, tpe
+from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
+
+from iishpo.optimizers.base import Optimizer
+from iishpo.space import CATEGORICAL, INT, LAYER_PARAMS, Config, Param
+
+_QUIET_SEED_MOD = 2**31 - 1
+
+
+class _HyperoptOptimizer(Optimizer):
+    """Shared machinery: the conditional hyperopt space and the Trials bookkeeping."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._layer_parents = set(LAYER_PARAMS.values())
+        self._children = {
+            parent: [p for p in self.space.params if p.active_if and p.active_if[0] == parent]
+            for parent in self._layer_parents
+        }
+        expr = {}
+        for p in self.space.params:
+            if p.active_if is not None:
+                continue
+            expr[p.name] = self._branches(p) if p.name in self._layer_parents else _hp(p, p.name)
+        self._domain = Domain(lambda _: 0.0, expr)
+        self._trials = Trials()
+        self._pending: tuple[int, dict[str, list[Any]]] | None = None
+
+    # -- hyperopt space <-> configurations ----------------------------------------------
+    def _branches(self, parent: Param) -> Any:
+        options = []
+        for count in range(int(parent.low), int(parent.high) + 1):  # type: ignore[arg-type]
+            branch: dict[str, Any] = {parent.name: count}
+            for child in self._children[parent.name]:
+                if child.active_if[1] < count:  # type: ignore[index]
+                    branch[child.name] = _hp(child, _label(child.name, count))
+            options.append(branch)
+        return hp.choice(parent.name, options)
+
+    def _labels(self) -> list[str]:
+        return list(self._domain.params)
+
+    def _to_config(self, vals: dict[str, list[Any]]) -> Config:
+        config: Config = {}
+        for p in self.space.params:
+            if p.active_if is not None:
+                continue
+            if p.name in self._layer_parents:
+                count = int(p.low) + int(vals[p.name][0])  # type: ignore[arg-type]
+                config[p.name] = count
+                for child in self._children[p.name]:
+                    if child.active_if[1] < count:  # type: ignore[index]
+                        config[child.name] = _decode(child, vals[_label(child.name, count)][0])
+            else:
+                config[p.name] = _decode(p, vals[p.name][0])
+        return {p.name: config[p.name] for p in self.space.params if p.name in config}
+
+    def _to_vals(self, config: Config) -> dict[str, list[Any]]:
+        vals: dict[str, list[Any]] = {label: [] for label in self._labels()}
+        for p in self.space.params:
+            if p.active_if is not None:
+                continue
+            if p.name in self._layer_parents:
+                count = int(config[p.name])
+                vals[p.name] = [count - int(p.low)]  # type: ignore[arg-type]
+                for child in self._children[p.name]:
+                    if child.active_if[1] < count:  # type: ignore[index]
+                        vals[_label(child.name, count)] = [_encode(child, config[child.name])]
+            else:
+                vals[p.name] = [_encode(p, config[p.name])]
+        return vals
+
+    # -- ask / tell ---------------------------------------------------------------------
+    def _suggest(self, tid: int) -> dict[str, list[Any]]:
+        raise NotImplementedError
+
+    def ask(self) -> Config:
+        tid = len(self._trials.trials)
+        if tid < len(self.initial_points):
+            vals = self._to_vals(self.initial_points[tid])
+        else:
+            vals = self._suggest(tid)
+        self._pending = (tid, vals)
+        return self._to_config(vals)
+
+    def tell(self, config: Config, loss: float) -> None:
+        if self._pending is None:
+            raise RuntimeError("tell() without a preceding ask()")
+        tid, vals = self._pending
+        self._pending = None
+        misc = {
+            "tid": tid,
+            "cmd": self._domain.cmd,
+            "workdir": None,
+            "idxs": {label: [tid] if v else [] for label, v in vals.items()},
+            "vals": vals,
+        }
+        result = {"status": STATUS_OK, "loss": float(loss)}
+        (doc,) = self._trials.new_trial_docs([tid], [None], [result], [misc])
+        doc["state"] = JOB_STATE_DONE
+        self._trials.insert_trial_docs([doc])
+        self._trials.refresh()
+
+    def _seed(self, tid: int) -> int:
+        return (self.seed * 1_000_003 + tid * 7919 + 17) % _QUIET_SEED_MOD
+
+
+class RandomSearch(_HyperoptOptimizer):
+    """Independent draws from the (possibly narrowed) space: hyperopt's ``rand``."""
+
+    def _suggest(self, tid: int) -> dict[str, list[Any]]:
+        (doc,) = rand.suggest([tid], self._domain, self._trials, self._seed(tid))
+        return _plain_vals(doc["misc"]["vals"])
+
+
+class TPE(_HyperoptOptimizer):
+    """Tree-structured Parzen estimator; its random start-up scales with the budget.
+
+    hyperopt's default ``n_startup_jobs=20`` would make any stage of <= 20 evaluations
+    pure random search, so the start-up is ``max(min_startup, startup_fraction * budget)``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        fraction = float(self.settings.get("startup_fraction", 0.25))
+        minimum = int(self.settings.get("min_startup", 3))
+        self.n_startup = min(self.budget, max(minimum, math.ceil(fraction * self.budget)))
+        self._algo = partial(
+            tpe.suggest,
+            n_startup_jobs=self.n_startup,
+            gamma=float(self.settings.get("gamma", 0.25)),
+            n_EI_candidates=int(self.settings.get("n_ei_candidates", 24)),
+        )
+
+    def _suggest(self, tid: int) -> dict[str, list[Any]]:
+        (doc,) = self._algo([tid], self._domain, self._trials, self._seed(tid))
+        return _plain_vals(doc["misc"]["vals"])
+
+
+def _label(name: str, count: int) -> str:
+    return f"{name}|{count}"
+
+
+def _hp(p: Param, label: str) -> Any:
+    if p.kind == CATEGORICAL:
+        return hp.choice(label, list(p.choices))  # type: ignore[arg-type]
+    low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
+    if p.kind == INT:
+        # widen by just under half a step so that both end points are as likely as the rest
+        low, high = low - 0.499, high + 0.499
+        if p.log:
+            return hp.qloguniform(label, math.log(low), math.log(high), 1)
+        return hp.quniform(label, low, high, 1)
+    if p.log:
+        return hp.loguniform(label, math.log(low), math.log(high))
+    return hp.uniform(label, low, high)
+
+
+def _decode(p: Param, raw: Any) -> Any:
+    if p.kind == CATEGORICAL:
+        return p.choices[int(raw)]  # type: ignore[index]
+    if p.kind == INT:
+        return int(min(max(round(float(raw)), p.low), p.high))  # type: ignore[type-var]
+    return float(raw)
+
+
+def _encode(p: Param, value: Any) -> Any:
+    if p.kind == CATEGORICAL:
+        return p.choices.index(value)  # type: ignore[union-attr]
+    return float(value)
+
+
+def _plain_vals(vals: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """hyperopt hands out numpy scalars; keep plain Python numbers."""
+    return {k: [v.item() if hasattr(v, "item") else v for v in vs] for k, vs in vals.items()}
+
+
+__all__ = ["RandomSearch", "TPE"]
