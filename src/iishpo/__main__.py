@@ -1,0 +1,5 @@
+import sys
+
+from iishpo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Command line of the workflow's jobs: ``python -m iishpo <command> [options] [overrides]``.
+
+Every command composes the same configuration from ``conf/`` with the Hydra overrides
+given after the options (exactly those the Snakefile was started with), so a job and
+the DAG that scheduled it always agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from iishpo.config import ConfigError, load_settings
+
+log = logging.getLogger("iishpo")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iishpo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. study=paper")
+        return p
+
+    command("check", help="compose and validate the configuration; print the study plan")
+
+    p = command("fetch", help="download, generate or check a data set's original files")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", type=Path, required=True)
+
+    p = command("prepare", help="resize a data set to every resolution of the ladder")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--raw-dir", type=Path, required=True)
+    p.add_argument("--output", nargs="+", required=True, help="<resolution>=<path.npz>")
+
+    p = command("run-stage", help="run one optimization stage")
+    for name in ("dataset", "optimizer", "strategy"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--stage", type=int, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--ranges", type=Path, default=None)
+    p.add_argument("--out-dir", type=Path, required=True)
+
+    p = command("extract-ranges", help="narrow the space for the next IIS stage")
+    p.add_argument("--trials", type=Path, required=True)
+    p.add_argument("--resolution", type=int, required=True, help="resolution of the next stage")
+    p.add_argument("--output", type=Path, required=True)
+
+    p = command("evaluate-test", help="retrain a run's best configuration and score the test set")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--trials", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+
+    p = command("summarize", help="tables, metrics and plots of a finished study")
+    p.add_argument("--results", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        settings = load_settings(args.overrides)
+    except ConfigError as err:
+        print(f"iishpo: configuration error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        study = settings.study
+        print(json.dumps({"study": study.name, "runs": [
+            {"dataset": d, "optimizer": o, "strategy": s, "seed": seed, "stages": study.stages(s)}
+            for d in study.datasets for o in study.optimizers for s in study.strategies for seed in study.seeds
+        ]}, indent=1))
+    elif args.command == "fetch":
+        from iishpo.data.sources import fetch
+
+        fetch(settings.datasets[args.dataset], args.raw_dir)
+    elif args.command == "prepare":
+        from iishpo.data.prepare import prepare_dataset
+
+        outputs = {}
+        for item in args.output:
+            resolution, _, path = item.partition("=")
+            outputs[int(resolution)] = Path(path)
+        prepare_dataset(args.dataset, settings.datasets[args.dataset], args.raw_dir, outputs)
+    elif args.command == "run-stage":
+        from iishpo.stage import StageKey, run_stage
+
+        key = StageKey(args.dataset, args.optimizer, args.strategy, args.seed, args.stage)
+        run_stage(settings, key, args.data, args.ranges, args.out_dir)
+    elif args.command == "extract-ranges":
+        from iishpo.ranges import describe, extract
+        from iishpo.store import read_trials, write_json_atomic
+
+        space, initial = extract(read_trials(args.trials), settings.study.ranges, settings.space, args.resolution)
+        write_json_atomic(args.output, {
+            "space": space.to_dict(), "initial_points": initial, "ranges": describe(space),
+        })
+        log.info("ranges for %d px: %s", args.resolution, json.dumps(describe(space)))
+    elif args.command == "evaluate-test":
+        from iishpo.evaluation import evaluate_test
+
+        evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
+    elif args.command == "summarize":
+        from iishpo.summary import summarize
+
+        summarize(settings, args.results)
+        print((args.results / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Compose the configuration from ``conf/`` with Hydra and validate it before any work.
+
+``load_settings(overrides)`` is the one entry point: the Snakefile calls it to derive the
+DAG, and every job calls it with the same overrides to get the same settings. Everything
+that can be checked without data is checked here, so a typo or an impossible ladder fails
+at load time with a message that says what was wrong and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from iishpo.data import sources
+from iishpo.optimizers import REGISTRY
+from iishpo.space import build_space
+
+STRATEGIES = ("standard", "iis")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+TEST_METRICS = ("accuracy", "mean_class_accuracy")
+#: environment variable naming the configuration directory (default: ./conf)
+CONF_ENV = "IISHPO_CONF"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class RangeExtraction:
+    top_fraction: float
+    min_trials: int
+    margin: float
+    n_initial: int
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    datasets: tuple[str, ...]
+    optimizers: tuple[str, ...]
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+    ladder: tuple[int, ...]
+    budget: int
+    iis_budgets: tuple[int, ...]
+    ranges: RangeExtraction
+    max_failure_fraction: float
+
+    def stages(self, strategy: str) -> list[tuple[int, int]]:
+        """``(resolution, budget)`` of each stage of a run with this strategy."""
+        if strategy == "standard":
+            return [(self.ladder[-1], self.budget)]
+        return list(zip(self.ladder, self.iis_budgets, strict=True))
+
+
+@dataclass(frozen=True)
+class Trainer:
+    max_epochs: int
+    patience: int
+    momentum: float
+    accelerator: str
+    precision: str
+    threads: int
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration; ``resolved`` is the plain dict saved with results."""
+
+    study: Study
+    trainer: Trainer
+    space: dict[str, Any]
+    optimizers: dict[str, dict[str, Any]]
+    datasets: dict[str, dict[str, Any]]
+    paths: dict[str, str]
+    overrides: tuple[str, ...]
+    resolved: dict[str, Any]
+
+
+def conf_dir() -> Path:
+    return Path(os.environ.get(CONF_ENV, "conf")).resolve()
+
+
+def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None) -> dict[str, Any]:
+    """The Hydra-composed configuration as a plain, fully resolved dict."""
+    directory = (config_dir or conf_dir()).resolve()
+    if not (directory / "config.yaml").is_file():
+        raise ConfigError(
+            f"no config.yaml in {directory}: run from the repository root or set {CONF_ENV}"
+        )
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base=None):
+            cfg = compose(config_name="config", overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(f"cannot compose the configuration with overrides {list(overrides)}: {err}") from err
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate a frozen dataclass from a mapping, rejecting unknown and missing keys."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown or missing:
+        raise ConfigError(
+            f"{where}: " + "; ".join(
+                ([f"unknown keys {unknown}"] if unknown else [])
+                + ([f"missing keys {missing}"] if missing else [])
+            ) + f" (allowed: {names})"
+        )
+    return cls(**data)
+
+
+def _ints(values: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        raise ConfigError(f"{where} must be a non-empty list, got {values!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ConfigError(f"{where} must hold integers, got {list(values)}")
+    return tuple(values)
+
+
+def _names(values: Any, where: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
+        raise ConfigError(f"{where} must be a non-empty list, got {values!r}")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ConfigError(f"{where}: {bad} not available; allowed: {sorted(allowed)}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where} has duplicates: {list(values)}")
+    return tuple(values)
+
+
+def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
+    data = dict(raw)
+    data["ranges"] = _build(RangeExtraction, data.get("ranges"), "study.ranges")
+    study: Study = _build(Study, data, "study")
+    optimizers = [n for n in cfg.get("optimizers", {}) if n in REGISTRY]
+    study = Study(
+        name=str(study.name),
+        datasets=_names(study.datasets, "study.datasets", list(cfg.get("datasets", {}))),
+        optimizers=_names(study.optimizers, "study.optimizers", optimizers),
+        strategies=_names(study.strategies, "study.strategies", STRATEGIES),
+        seeds=_ints(study.seeds, "study.seeds"),
+        ladder=_ints(study.ladder, "study.ladder"),
+        budget=study.budget,
+        iis_budgets=_ints(study.iis_budgets, "study.iis_budgets"),
+        ranges=study.ranges,
+        max_failure_fraction=float(study.max_failure_fraction),
+    )
+    if not study.name or "/" in study.name:
+        raise ConfigError(f"study.name must be a non-empty name without '/', got {study.name!r}")
+    if len(set(study.seeds)) != len(study.seeds):
+        raise ConfigError(f"study.seeds has duplicates: {list(study.seeds)}")
+    if any(b <= a for a, b in zip(study.ladder, study.ladder[1:])):
+        raise ConfigError(f"study.ladder must be strictly increasing, got {list(study.ladder)}")
+    if study.ladder[0] < 4:
+        raise ConfigError(f"study.ladder resolutions must be >= 4 px, got {list(study.ladder)}")
+    if not isinstance(study.budget, int) or study.budget < 1:
+        raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
+    if "iis" in study.strategies:
+        if len(study.ladder) < 2:
+            raise ConfigError(
+                f"the iis strategy needs a ladder of >= 2 resolutions, got {list(study.ladder)}"
+            )
+        if len(study.iis_budgets) != len(study.ladder):
+            raise ConfigError(
+                f"study.iis_budgets needs one budget per ladder resolution: ladder "
+                f"{list(study.ladder)} has {len(study.ladder)}, iis_budgets {list(study.iis_budgets)}"
+            )
+        if min(study.iis_budgets) < 1 or sum(study.iis_budgets) != study.budget:
+            raise ConfigError(
+                f"study.iis_budgets {list(study.iis_budgets)} must be positive and sum to "
+                f"study.budget={study.budget} (sum is {sum(study.iis_budgets)}), so that both "
+                "strategies get the same number of evaluations"
+            )
+    r = study.ranges
+    if not 0 < r.top_fraction <= 1:
+        raise ConfigError(f"study.ranges.top_fraction must be in (0, 1], got {r.top_fraction}")
+    if r.min_trials < 1 or r.n_initial < 0 or r.margin < 0:
+        raise ConfigError(
+            f"study.ranges needs min_trials >= 1, n_initial >= 0, margin >= 0; got {r}"
+        )
+    if not 0 <= study.max_failure_fraction <= 1:
+        raise ConfigError(
+            f"study.max_failure_fraction must be in [0, 1], got {study.max_failure_fraction}"
+        )
+    return study
+
+
+def _trainer(raw: Any) -> Trainer:
+    trainer: Trainer = _build(Trainer, raw, "trainer")
+    if trainer.max_epochs < 1 or trainer.patience < 1 or trainer.threads < 1:
+        raise ConfigError(f"trainer needs max_epochs, patience and threads >= 1, got {trainer}")
+    if trainer.accelerator not in ACCELERATORS:
+        raise ConfigError(
+            f"trainer.accelerator {trainer.accelerator!r} not allowed; allowed: {ACCELERATORS}"
+        )
+    return trainer
+
+
+def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
+    expected = {"study", "space", "trainer", "optimizers", "datasets", "paths"}
+    unknown = sorted(set(cfg) - expected)
+    if unknown:
+        raise ConfigError(f"unknown top-level keys {unknown}; allowed: {sorted(expected)}")
+    study = _study(cfg["study"], cfg)
+    trainer = _trainer(cfg["trainer"])
+    for name in study.datasets:
+        dataset = cfg["datasets"][name]
+        try:
+            sources.check(name, dataset)
+        except (KeyError, TypeError) as err:
+            raise ConfigError(f"datasets.{name}: missing or malformed key {err}") from err
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if dataset.get("test_metric") not in TEST_METRICS:
+            raise ConfigError(
+                f"datasets.{name}.test_metric must be one of {TEST_METRICS}, "
+                f"got {dataset.get('test_metric')!r}"
+            )
+        native = dataset.get("native_resolution")
+        if native is not None and study.ladder[-1] > int(native):
+            raise ConfigError(
+                f"study.ladder {list(study.ladder)} goes up to {study.ladder[-1]} px, but data "
+                f"set {name!r} has {native} px images; the largest resolution must be <= {native}"
+            )
+    try:
+        for resolution in study.ladder:
+            build_space(cfg["space"], resolution)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"space: missing or malformed key {err}") from err
+    except ValueError as err:
+        raise ConfigError(f"impossible ladder {list(study.ladder)}: {err}") from err
+    return Settings(
+        study=study,
+        trainer=trainer,
+        space=cfg["space"],
+        optimizers=cfg["optimizers"],
+        datasets=cfg["datasets"],
+        paths=cfg["paths"],
+        overrides=tuple(overrides),
+        resolved=cfg,
+    )
+
+
+def load_settings(overrides: Sequence[str] = (), config_dir: Path | None = None) -> Settings:
+    """Compose ``conf/`` with ``overrides`` and validate the result."""
+    return validate(compose_config(overrides, config_dir), overrides)
+
+
+def overrides_from_mapping(config: Mapping[str, Any]) -> list[str]:
+    """Snakemake's ``--config key=value`` pairs as Hydra overrides (lists as YAML)."""
+    out = []
+    for key, value in config.items():
+        if isinstance(value, (list, tuple, dict)):
+            value = json.dumps(value)
+        out.append(f"{key}={value}")
+    return out

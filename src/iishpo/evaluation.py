@@ -1,0 +1,61 @@
+"""Score a run's best configuration on the held-out test set.
+
+The best configuration is the one with the lowest validation error in the run's last stage
+(the only stage at the target resolution, so its errors are comparable). It is retrained
+on the training split, early-stopped on the validation split, and scored once on the test
+split with the data set's metric. With a fold protocol (STL-10) it is trained on each fold
+of the pool instead, validated on the rest of the pool, and the test scores are averaged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iishpo.config import Settings
+from iishpo.data.splits import load_splits
+from iishpo.provenance import device_description, provenance
+from iishpo.store import read_trials, write_json_atomic
+from iishpo.training import TrainingData, device_for, evaluate, train
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path, data_file: Path, out_file: Path) -> dict:
+    trials = [t for t in read_trials(trials_file) if t.ok]
+    if not trials:
+        raise ValueError(f"{trials_file}: no successful trial to evaluate on the test set")
+    best = min(trials, key=lambda t: (t.val_error, t.number))
+    torch.set_num_threads(settings.trainer.threads)
+    device = device_for(settings.trainer.accelerator)
+    data = TrainingData(load_splits(data_file), device)
+    metric = settings.datasets[dataset]["test_metric"]
+    splits = data.splits
+    start = time.perf_counter()
+    if splits.test_folds and splits.pool_x is not None and splits.pool_y is not None:
+        scores = []
+        for i, fold in enumerate(splits.test_folds):
+            rest = np.setdiff1d(np.arange(len(splits.pool_y)), fold)
+            fit = data.tensor(splits.pool_x[fold], splits.pool_y[fold])
+            val = data.tensor(splits.pool_x[rest], splits.pool_y[rest])
+            _, module = train(best.config, data, settings.trainer, seed * 100 + i, fit, val)
+            scores.append(evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes))
+            log.info("test fold %d/%d: %s=%.4f", i + 1, len(splits.test_folds), metric, scores[-1])
+        score = float(np.mean(scores))
+    else:
+        result, module = train(best.config, data, settings.trainer, seed)
+        scores = [evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes)]
+        score = scores[0]
+    out = {
+        "metric": metric, "test_score": score, "fold_scores": scores,
+        "val_error": best.val_error, "trial": best.number, "config": best.config,
+        "resolution": data.resolution, "wall_time": round(time.perf_counter() - start, 3),
+        "provenance": provenance(settings.resolved, settings.overrides, device=device_description(device), seed=seed),
+    }
+    write_json_atomic(out_file, out)
+    log.info("test %s of the best configuration (val_error %.4f): %.4f", metric, best.val_error, score)
+    return out

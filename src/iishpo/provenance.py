@@ -1,0 +1,62 @@
+"""What made a result: resolved config, seed, package versions, device, git commit."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "iishpo", "torch", "lightning", "hyperopt", "deap", "smac", "numpy", "hydra-core",
+    "snakemake", "dvc",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(repo: Path | None = None) -> dict[str, Any]:
+    """HEAD and whether the tree had uncommitted changes; ``unknown`` outside a checkout."""
+    cwd = repo or Path.cwd()
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": head, "dirty": bool(dirty)}
+
+
+def device_description(device: Any) -> str:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"{device} ({platform.processor() or platform.machine()})"
+
+
+def provenance(resolved_config: dict[str, Any], overrides: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    return {
+        "config": resolved_config,
+        "overrides": list(overrides),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "git": git_commit(),
+        "host": platform.node(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **extra,
+    }

@@ -1,0 +1,25 @@
+"""Test helpers shared by the suites: the real configuration, shrunk for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iishpo.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+#: Overrides that make every stage tiny: two epochs, few images, the smoke study.
+TINY = [
+    "study=smoke",
+    "trainer.max_epochs=2",
+    "trainer.patience=1",
+    "datasets.synthetic.per_class.train=6",
+    "datasets.synthetic.per_class.val=4",
+    "datasets.synthetic.per_class.test=4",
+]
+
+
+def compose(*overrides: str) -> Settings:
+    """The real configuration with ``overrides`` (validated)."""
+    return load_settings(list(overrides), config_dir=CONF)
