@@ -8,6 +8,7 @@ processes the run took.
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import partial
 from typing import Any
@@ -18,7 +19,9 @@ from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 from iishpo.optimizers.base import Optimizer
 from iishpo.space import CATEGORICAL, INT, LAYER_PARAMS, Config, Param
 
-_QUIET_SEED_MOD = 2**31 - 1
+_SEED_MOD = 2**31 - 1
+# hyperopt logs several INFO lines per proposal; the stage log reports progress itself
+logging.getLogger("hyperopt").setLevel(logging.WARNING)
 
 
 class _HyperoptOptimizer(Optimizer):
@@ -116,7 +119,7 @@ class _HyperoptOptimizer(Optimizer):
         self._trials.refresh()
 
     def _seed(self, tid: int) -> int:
-        return (self.seed * 1_000_003 + tid * 7919 + 17) % _QUIET_SEED_MOD
+        return (self.seed * 1_000_003 + tid * 7919 + 17) % _SEED_MOD
 
 
 class RandomSearch(_HyperoptOptimizer):
