@@ -29,6 +29,10 @@ Sample = tuple[ImageRef, int]
 #: kind -> module implementing fetch/read
 KINDS: dict[str, str] = {
     "synthetic": "iishpo.data.synthetic",
+    "flowers102": "iishpo.data.flowers102",
+    "stl10": "iishpo.data.stl10",
+    "ckplus": "iishpo.data.ckplus",
+    "imagefolder": "iishpo.data.imagefolder",
 }
 
 

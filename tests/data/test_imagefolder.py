@@ -1,0 +1,199 @@
+"""Bring-your-own folders and CK+: layouts, splits, archives and every bad input."""
+
+from __future__ import annotations
+
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iishpo.data import download, sources
+from iishpo.data.prepare import prepare_dataset
+from iishpo.data.splits import load_splits
+
+EMOTIONS = {"anger": 10, "happy": 20, "surprise": 7}
+
+
+def _image(kit, rng: np.random.Generator, fmt: str = "PNG") -> bytes:
+    return kit.encode(rng.integers(0, 256, (36, 30, 3), np.uint8), fmt)
+
+
+def _class_folders(root: Path, kit, counts: dict[str, int]) -> Path:
+    rng = np.random.default_rng(0)
+    for name, n in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            (root / name / f"S{i:03d}_001_{i:08d}.png").write_bytes(_image(kit, rng))
+    return root
+
+
+def _imagefolder(path: Path | str | None, **extra) -> dict:
+    return {"kind": "imagefolder", "color": "rgb", "native_resolution": None,
+            "test_metric": "accuracy", "path": None if path is None else str(path),
+            "split_fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "seed": 0, **extra}
+
+
+def _ckplus(path: Path | str | None) -> dict:
+    return {"kind": "ckplus", "color": "gray", "native_resolution": None,
+            "test_metric": "accuracy", "path": None if path is None else str(path), "seed": 0}
+
+
+def test_class_folders_split_per_class(tmp_path, kit):
+    cfg = _imagefolder(_class_folders(tmp_path / "imgs", kit, EMOTIONS))
+    sources.check("mine", cfg)
+    sources.fetch(cfg, tmp_path / "raw")
+    raw = sources.read(cfg, tmp_path / "raw")
+    assert raw.class_names == ["anger", "happy", "surprise"]
+    counts = {s: np.bincount([y for _, y in raw.samples[s]], minlength=3).tolist()
+              for s in raw.samples}
+    assert counts == {"train": [6, 12, 5], "val": [2, 4, 1], "test": [2, 4, 1]}
+    files = [p for s in raw.samples.values() for p, _ in s]
+    assert len(set(files)) == sum(EMOTIONS.values())  # disjoint splits covering every image
+    again = sources.read(cfg, tmp_path / "raw")  # the seed fixes the split
+    assert again.samples == raw.samples
+    other = sources.read({**cfg, "seed": 1}, tmp_path / "raw")
+    assert other.samples["train"] != raw.samples["train"]
+
+
+def test_split_folders_are_used_as_given(tmp_path, kit):
+    root = tmp_path / "imgs"
+    for split, n in (("train", 4), ("val", 2), ("test", 3)):
+        _class_folders(root / split, kit, {"cat": n, "dog": n})
+    cfg = _imagefolder(root, color="gray")
+    sources.fetch(cfg, tmp_path / "raw")
+    outputs = {8: tmp_path / "8.npz", 16: tmp_path / "16.npz"}
+    prepare_dataset("mine", cfg, tmp_path / "raw", outputs)
+    data = load_splits(outputs[16])
+    assert data.class_names == ["cat", "dog"]
+    assert {s: data.x[s].shape for s in data.x} == {
+        "train": (8, 16, 16, 1), "val": (4, 16, 16, 1), "test": (6, 16, 16, 1)}
+
+
+def test_split_folders_with_a_class_unknown_to_train(tmp_path, kit):
+    root = tmp_path / "imgs"
+    _class_folders(root / "train", kit, {"cat": 2, "dog": 2})
+    _class_folders(root / "val", kit, {"cat": 1, "dog": 1})
+    _class_folders(root / "test", kit, {"cat": 1, "cow": 1})
+    with pytest.raises(ValueError, match=r"test has classes \['cow'\] that .*train lacks"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def test_incomplete_split_folders(tmp_path, kit):
+    root = tmp_path / "imgs"
+    _class_folders(root / "train", kit, {"cat": 2, "dog": 2})
+    _class_folders(root / "val", kit, {"cat": 1, "dog": 1})
+    with pytest.raises(ValueError, match=r"split folders \['train', 'val'\]; .*needs exactly"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def test_class_folder_without_images(tmp_path, kit):
+    root = _class_folders(tmp_path / "imgs", kit, {"cat": 3, "dog": 3})
+    (root / "bird" / ".hidden").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"class folder .*bird holds no images"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def test_non_image_file_in_a_class_folder(tmp_path, kit):
+    root = _class_folders(tmp_path / "imgs", kit, {"cat": 3, "dog": 3})
+    (root / "dog" / "notes.txt").write_text("hello")
+    (root / "README.txt").write_text("top-level files are ignored")
+    with pytest.raises(ValueError, match=r"dog/notes.txt is not an image file \(allowed"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def test_unreadable_image_is_named_and_nothing_is_written(tmp_path, kit):
+    root = _class_folders(tmp_path / "imgs", kit, {"cat": 5, "dog": 5})
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = _imagefolder(root, split_fractions={"train": 0.5, "val": 0.5, "test": 0.0})
+    sources.fetch(cfg, tmp_path / "raw")
+    with pytest.raises(ValueError, match=r"cannot read image .*dog/broken.png"):
+        prepare_dataset("mine", cfg, tmp_path / "raw", {8: tmp_path / "out" / "8.npz"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_resolution_larger_than_the_images(tmp_path, kit):
+    cfg = _imagefolder(_class_folders(tmp_path / "imgs", kit, {"cat": 5, "dog": 5}))
+    sources.fetch(cfg, tmp_path / "raw")
+    with pytest.raises(ValueError, match="30 px on its shorter side, smaller than .* 32 px"):
+        prepare_dataset("mine", cfg, tmp_path / "raw", {32: tmp_path / "out" / "32.npz"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_archive_with_a_wrapping_folder(tmp_path, kit):
+    _class_folders(tmp_path / "src" / "mine", kit, {"cat": 4, "dog": 4})
+    archive = tmp_path / "mine.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "mine", arcname="mine")
+    cfg = _imagefolder(archive)
+    sources.fetch(cfg, tmp_path / "raw")
+    raw = sources.read(cfg, tmp_path / "raw")
+    assert raw.class_names == ["cat", "dog"]
+    assert all(str(p).startswith(str(tmp_path / "raw" / "images")) for p, _ in raw.samples["train"])
+
+
+def test_truncated_user_archive(tmp_path, kit):
+    _class_folders(tmp_path / "src", kit, {"cat": 20, "dog": 20})
+    archive = tmp_path / "mine.tgz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tmp_path / "src", arcname="mine")
+    archive.write_bytes(archive.read_bytes()[:-2000])
+    with pytest.raises(download.ArchiveError, match="mine.tgz is truncated or corrupt"):
+        sources.fetch(_imagefolder(archive), tmp_path / "raw")
+    assert not (tmp_path / "raw" / "images").exists() and kit.leftovers(tmp_path) == []
+
+
+def test_read_before_fetch_of_an_archive(tmp_path, kit):
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("cat/a.png", b"")
+    with pytest.raises(ValueError, match="is not unpacked in .*run the fetch step first"):
+        sources.read(_imagefolder(archive), tmp_path / "raw")
+
+
+@pytest.mark.parametrize(
+    ("fractions", "message"),
+    [({"train": 0.7, "val": 0.3}, "must give train, val and test"),
+     ({"train": 0.5, "val": 0.0, "test": 0.5}, "need train > 0, val > 0"),
+     ({"train": 0.5, "val": 0.3, "test": 0.3}, "must sum to 1")],
+)
+def test_bad_split_fractions(tmp_path, fractions, message):
+    with pytest.raises(ValueError, match=f"datasets.mine: split_fractions {message}"):
+        sources.check("mine", _imagefolder(tmp_path, split_fractions=fractions))
+
+
+# --- CK+ ----------------------------------------------------------------------------------
+
+
+def test_ckplus_zip_70_30_with_val_as_test(tmp_path, kit):
+    src = _class_folders(tmp_path / "src", kit, EMOTIONS)
+    archive = tmp_path / "CK+.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(src.rglob("*.png")):
+            zf.write(path, f"CK+48/{path.relative_to(src)}")
+    cfg = _ckplus(archive)
+    sources.check("ckplus", cfg)
+    sources.fetch(cfg, tmp_path / "raw")
+    outputs = {16: tmp_path / "16.npz", 24: tmp_path / "24.npz"}
+    prepare_dataset("ckplus", cfg, tmp_path / "raw", outputs)
+    data = load_splits(outputs[24])
+    assert data.class_names == ["anger", "happy", "surprise"]
+    assert np.bincount(data.y["train"]).tolist() == [7, 14, 5]
+    assert np.bincount(data.y["val"]).tolist() == [3, 6, 2]
+    assert data.x["train"].shape[1:] == (24, 24, 1)
+    np.testing.assert_array_equal(data.x["test"], data.x["val"])
+
+
+@pytest.mark.parametrize("path", [None, "/no/such/ckplus"])
+def test_ckplus_missing_says_where_to_get_it(path):
+    with pytest.raises(ValueError, match=r"datasets.ckplus: path .*jeffcohn.net/Resources.*<emotion>"):
+        sources.check("ckplus", _ckplus(path))
+
+
+def test_ckplus_wrong_layout(tmp_path, kit):
+    root = tmp_path / "ck"
+    root.mkdir()
+    (root / "S005_001_00000011.png").write_bytes(_image(kit, np.random.default_rng(0)))
+    with pytest.raises(ValueError, match=r"holds 0 class folder\(s\).*jeffcohn.*<emotion>"):
+        sources.fetch(_ckplus(root), tmp_path / "raw")
