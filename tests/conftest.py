@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import TINY, compose
 
+from helpers import TINY, compose
 from iishpo.config import Settings
 
 

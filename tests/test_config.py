@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from helpers import CONF, compose
 
+from helpers import CONF, compose
 from iishpo.config import ConfigError, overrides_from_mapping
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))

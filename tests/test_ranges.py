@@ -6,8 +6,8 @@ import math
 import random
 
 import pytest
-from helpers import compose
 
+from helpers import compose
 from iishpo.config import RangeExtraction
 from iishpo.ranges import best_trials, extract
 from iishpo.space import build_space

@@ -47,7 +47,7 @@ def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path
             log.info("test fold %d/%d: %s=%.4f", i + 1, len(splits.test_folds), metric, scores[-1])
         score = float(np.mean(scores))
     else:
-        result, module = train(best.config, data, settings.trainer, seed)
+        _, module = train(best.config, data, settings.trainer, seed)
         scores = [evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes)]
         score = scores[0]
     out = {

@@ -88,7 +88,7 @@ class Param:
                 return min(numeric, key=lambda c: abs(c - value))
             return self.choices[0]  # type: ignore[index]
         clipped = min(max(value, self.low), self.high)  # type: ignore[type-var]
-        return int(round(clipped)) if self.kind == INT else float(clipped)
+        return round(clipped) if self.kind == INT else float(clipped)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}

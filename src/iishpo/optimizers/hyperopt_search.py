@@ -192,4 +192,4 @@ def _plain_vals(vals: dict[str, list[Any]]) -> dict[str, list[Any]]:
     return {k: [v.item() if hasattr(v, "item") else v for v in vs] for k, vs in vals.items()}
 
 
-__all__ = ["RandomSearch", "TPE"]
+__all__ = ["TPE", "RandomSearch"]
