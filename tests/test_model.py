@@ -1,0 +1,111 @@
+"""Every architecture the search space allows at a resolution builds and trains; others fail."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from helpers import compose
+from iishpo.model import build_cnn
+from iishpo.space import build_space
+
+RESOLUTIONS = (8, 16, 32)
+N_CLASSES = 10
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny networks: more threads only add synchronisation (and contention in CI)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def space_spec() -> dict[str, Any]:
+    return compose("space=cnn_small").space
+
+
+def _architectures(spec: dict[str, Any], resolution: int) -> list[dict[str, Any]]:
+    """A sampled configuration for every (n_conv, n_fc) the space allows, plus one with the
+    widest layers and the largest filters (the heaviest network)."""
+    space = build_space(spec, resolution)
+    rng = random.Random(resolution)
+    configs = []
+    for n_conv in range(1, space.max_conv + 1):
+        for n_fc in range(1, space.max_fc + 1):
+            sampled = space.sample(rng)
+            config = space.project({**sampled, "n_conv": n_conv, "n_fc": n_fc}, rng)
+            configs.append(config)
+        heaviest = {
+            **config,
+            "filter_size": max(space["filter_size"].choices),  # type: ignore[type-var]
+            **{k: space[k].high for k in config if k.startswith(("conv_filters", "fc_units"))},
+        }
+        configs.append(heaviest)
+    for config in configs:
+        space.validate(config)
+    return configs
+
+
+def test_space_bounds_the_depth_by_the_resolution(space_spec: dict[str, Any]) -> None:
+    assert space_spec["min_feature_size"] == 2
+    assert [build_space(space_spec, r).max_conv for r in RESOLUTIONS] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("resolution", RESOLUTIONS)
+def test_every_allowed_architecture_builds_and_trains_a_step(
+    space_spec: dict[str, Any], resolution: int
+) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, resolution, resolution)
+    y = torch.tensor([0, 1, 2, 9])
+    configs = _architectures(space_spec, resolution)
+    assert {c["n_conv"] for c in configs} == set(
+        range(1, build_space(space_spec, resolution).max_conv + 1)
+    )
+    for config in configs:
+        net = build_cnn(config, in_channels=3, resolution=resolution, n_classes=N_CLASSES)
+        convs = [m for m in net if isinstance(m, torch.nn.Conv2d)]
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        assert len(convs) == config["n_conv"] and len(linears) == config["n_fc"] + 1
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        before = [p.detach().clone() for p in net.parameters()]
+        logits = net(x)
+        assert logits.shape == (4, N_CLASSES)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+        optimizer.step()
+        assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_grayscale_input_builds(space_spec: dict[str, Any]) -> None:
+    config = build_space(space_spec, 16).sample(random.Random(1))
+    net = build_cnn(config, in_channels=1, resolution=16, n_classes=3)
+    assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(("resolution", "n_conv"), [(8, 4), (16, 5), (32, 6), (4, 3)])
+def test_too_deep_for_the_resolution_is_rejected(resolution: int, n_conv: int) -> None:
+    config: dict[str, Any] = {"filter_size": 3, "n_conv": n_conv, "n_fc": 1, "fc_units_0": 8}
+    config.update({f"conv_filters_{i}": 4 for i in range(n_conv)})
+    fits = resolution.bit_length() - 1
+    with pytest.raises(
+        ValueError, match=rf"need at least {2**n_conv} px.*at most {fits} conv layers"
+    ):
+        build_cnn(config, in_channels=3, resolution=resolution, n_classes=N_CLASSES)
+
+
+@pytest.mark.parametrize("counts", [{"n_conv": 0, "n_fc": 1}, {"n_conv": 1, "n_fc": 0}])
+def test_no_layers_is_rejected(counts: dict[str, int]) -> None:
+    config = {"filter_size": 3, "conv_filters_0": 4, "fc_units_0": 8, **counts}
+    with pytest.raises(ValueError, match="need n_conv >= 1 and n_fc >= 1"):
+        build_cnn(config, in_channels=3, resolution=8, n_classes=N_CLASSES)
