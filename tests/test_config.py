@@ -64,8 +64,17 @@ def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str]
     assert message in str(err.value)
 
 
-def test_snakemake_config_pairs_become_hydra_overrides() -> None:
-    assert overrides_from_mapping({"study": "paper", "study.seeds": [0, 1]}) == [
+def test_snakemake_config_becomes_hydra_overrides() -> None:
+    config = {
+        "study": "paper",
+        "overrides": "trainer.max_epochs=20 'study.seeds=[0, 1]'",
+        "trainer": {"patience": 3},
+        "ladder": [8, 16],
+    }
+    assert overrides_from_mapping(config) == [
         "study=paper",
+        "trainer.max_epochs=20",
         "study.seeds=[0, 1]",
+        "trainer.patience=3",
+        "ladder=[8, 16]",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,17 @@ from helpers import REPO, TINY
 from iishpo.store import read_trials
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def snakemake_config(*extra: str) -> list[str]:
+    """TINY (and ``extra``) as Snakemake ``--config`` pairs: ``overrides`` holds the dotted keys."""
+    overrides = " ".join(shlex.quote(o) for o in (*TINY, *extra))
+    return [f"overrides={overrides}"]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """Run the real workflow of this repository with ``workdir`` as working directory."""
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir), "--cores", "2", "--config", *TINY, *args,
+        "--directory", str(workdir), "--cores", "2", *flags, "--config", *snakemake_config(*args),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(
@@ -77,7 +84,7 @@ def test_iis_stage_starts_from_the_previous_stage_best(finished_study: Path) -> 
 
 
 def test_rerun_of_a_finished_study_does_nothing(finished_study: Path) -> None:
-    result = snakemake(finished_study, "--dry-run")
+    result = snakemake(finished_study, flags=("--dry-run",))
     assert "Nothing to be done" in result.stdout + result.stderr
 
 

@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("prepare", help="resize a data set to every resolution of the ladder")
     p.add_argument("--dataset", required=True)
     p.add_argument("--raw-dir", type=Path, required=True)
-    p.add_argument("--output", nargs="+", required=True, help="<resolution>=<path.npz>")
+    p.add_argument("--output", action="append", required=True, help="<resolution>=<path.npz>, once per resolution")
 
     p = command("run-stage", help="run one optimization stage")
     for name in ("dataset", "optimizer", "strategy"):

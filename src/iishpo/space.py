@@ -75,8 +75,10 @@ class Param:
                 return int(min(max(round(value), self.low), self.high))
             return rng.randint(int(self.low), int(self.high))
         if self.log:
-            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return rng.uniform(self.low, self.high)
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return min(max(value, self.low), self.high)  # exp(log(x)) may miss x by an ulp
 
     def clip(self, value: Any) -> Any:
         """The nearest value inside this parameter's domain."""

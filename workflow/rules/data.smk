@@ -22,9 +22,9 @@ rule prepare_dataset:
         [f"{PREPARED}/{{dataset}}/{{color}}/{r}px.npz" for r in STUDY.ladder],
     params:
         raw_dir=f"{RAW}/{{dataset}}",
-        targets=lambda wc, output: " ".join(f"{r}={p}" for r, p in zip(STUDY.ladder, output)),
+        targets=lambda wc, output: " ".join(f"--output {r}={p}" for r, p in zip(STUDY.ladder, output)),
     log:
         f"{PREPARED}/{{dataset}}/{{color}}/prepare.log",
     shell:
         "{IISHPO} prepare --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
-        "--output {params.targets} {OVERRIDE_ARGS} 2> {log}"
+        "{params.targets} {OVERRIDE_ARGS} 2> {log}"

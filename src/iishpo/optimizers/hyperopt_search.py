@@ -67,9 +67,9 @@ class _HyperoptOptimizer(Optimizer):
                 config[p.name] = count
                 for child in self._children[p.name]:
                     if child.active_if[1] < count:  # type: ignore[index]
-                        config[child.name] = _decode(child, vals[_label(child.name, count)][0])
+                        config[child.name] = _decode(child, vals.get(_label(child.name, count)))
             else:
-                config[p.name] = _decode(p, vals[p.name][0])
+                config[p.name] = _decode(p, vals.get(p.name))
         return {p.name: config[p.name] for p in self.space.params if p.name in config}
 
     def _to_vals(self, config: Config) -> dict[str, list[Any]]:
@@ -81,9 +81,9 @@ class _HyperoptOptimizer(Optimizer):
                 count = int(config[p.name])
                 vals[p.name] = [count - int(p.low)]  # type: ignore[arg-type]
                 for child in self._children[p.name]:
-                    if child.active_if[1] < count:  # type: ignore[index]
+                    if child.active_if[1] < count and not _fixed(child):  # type: ignore[index]
                         vals[_label(child.name, count)] = [_encode(child, config[child.name])]
-            else:
+            elif not _fixed(p):
                 vals[p.name] = [_encode(p, config[p.name])]
         return vals
 
@@ -158,7 +158,14 @@ def _label(name: str, count: int) -> str:
     return f"{name}|{count}"
 
 
+def _fixed(p: Param) -> bool:
+    """A numeric range narrowed to one value: a constant, not a hyperopt dimension."""
+    return p.kind != CATEGORICAL and p.low == p.high
+
+
 def _hp(p: Param, label: str) -> Any:
+    if _fixed(p):
+        return p.low
     if p.kind == CATEGORICAL:
         return hp.choice(label, list(p.choices))  # type: ignore[arg-type]
     low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
@@ -173,12 +180,16 @@ def _hp(p: Param, label: str) -> Any:
     return hp.uniform(label, low, high)
 
 
-def _decode(p: Param, raw: Any) -> Any:
+def _decode(p: Param, raw: list[Any] | None) -> Any:
+    if _fixed(p):
+        return int(p.low) if p.kind == INT else float(p.low)  # type: ignore[arg-type]
+    assert raw, f"hyperopt gave no value for {p.name}"
+    raw = raw[0]
     if p.kind == CATEGORICAL:
         return p.choices[int(raw)]  # type: ignore[index]
     if p.kind == INT:
         return int(min(max(round(float(raw)), p.low), p.high))  # type: ignore[type-var]
-    return float(raw)
+    return min(max(float(raw), p.low), p.high)  # type: ignore[type-var]
 
 
 def _encode(p: Param, value: Any) -> Any:
