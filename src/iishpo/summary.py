@@ -155,6 +155,8 @@ def plot(runs: list[RunResult], datasets: Iterable[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(datasets)
+    optimizers = sorted({run.optimizer for run in runs})
+    colours = {name: f"C{i}" for i, name in enumerate(optimizers)}
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4 * len(datasets)), squeeze=False)
     for row, dataset in enumerate(datasets):
         for run in runs:
@@ -163,9 +165,13 @@ def plot(runs: list[RunResult], datasets: Iterable[str], path: Path) -> None:
             xs = [p for p in run.progress if p[2] != float("inf")]
             style = "-" if run.strategy == "iis" else "--"
             label = f"{run.optimizer} {run.strategy} s{run.seed}"
-            axes[row][0].plot([p[0] for p in xs], [p[2] for p in xs], style, label=label)
-            axes[row][1].plot([p[1] / 60 for p in xs], [p[2] for p in xs], style, label=label)
-        axes[row][0].set(title=f"{dataset}: best validation error", xlabel="evaluations", ylabel="validation error")
+            colour = colours[run.optimizer]
+            axes[row][0].plot([p[0] for p in xs], [p[2] for p in xs], style, color=colour, label=label)
+            axes[row][1].plot([p[1] / 60 for p in xs], [p[2] for p in xs], style, color=colour, label=label)
+        axes[row][0].set(
+            title=f"{dataset}: best validation error so far (IIS: within each stage)",
+            xlabel="evaluations", ylabel="validation error",
+        )
         axes[row][1].set(title=f"{dataset}: best validation error", xlabel="minutes", ylabel="validation error")
         axes[row][1].legend(fontsize=7)
     fig.tight_layout()
