@@ -72,6 +72,10 @@ class Trainer:
     precision: str
     threads: int
     eval_batch_size: int
+    #: most memory (MB) one evaluation may need beyond the data set, estimated from the
+    #: configuration before training (see ``iishpo.training.estimate_memory_mb``); a
+    #: configuration over it fails as a trial. ``None``: no limit.
+    memory_limit_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,13 @@ def _trainer(raw: Any) -> Trainer:
     if trainer.accelerator not in ACCELERATORS:
         raise ConfigError(
             f"trainer.accelerator {trainer.accelerator!r} not allowed; allowed: {ACCELERATORS}"
+        )
+    limit = trainer.memory_limit_mb
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0
+    ):
+        raise ConfigError(
+            f"trainer.memory_limit_mb must be a positive number of MB or null (no limit), got {limit!r}"
         )
     return trainer
 

@@ -1,30 +1,57 @@
 """Run one optimization stage: N evaluations at one resolution, in one process.
 
 The runner knows nothing about the algorithm: it asks, trains, stores, tells. Trials go
-to a journal as they finish (``trials.journal.jsonl``, not a workflow output, so a killed
-job keeps it); a restarted stage replays the journal into a fresh optimizer and goes on
-where it stopped. Only when all evaluations are done does the journal become the stage's
-output ``trials.jsonl`` (one atomic rename), next to ``stage.json``.
+to a journal as they finish (``trials.journal.jsonl``, format in :mod:`iishpo.store`; not
+a workflow output, so neither a killed job nor Snakemake's cleanup of a failed job's
+outputs removes it); a restarted stage replays the journal into a fresh optimizer and
+goes on where it stopped, so a resumed stage ends with the trials an uninterrupted one
+would have made (configurations, errors, status; not timings).
+
+Interruptions:
+
+* SIGKILL, node loss: at most the evaluation in progress is lost; a torn last journal
+  line is cut off on restart.
+* SIGTERM (e.g. SLURM at the wall time) and SIGINT (Ctrl-C): the evaluation in progress
+  is abandoned, a trial being recorded is finished first, and the process exits with
+  ``128 + signal`` (143, 130) via :class:`StageInterrupted`, a ``SystemExit`` that
+  Lightning passes through (a plain ``KeyboardInterrupt`` it would swallow and turn into
+  ``exit(1)``).
+
+Failures: an evaluation that diverges (non-finite loss), runs out of memory (or exceeds
+``trainer.memory_limit_mb``), or raises is recorded as ``failed`` with its error and told
+to the optimizer as the worst loss (1.0); the stage goes on. When more than
+``study.max_failure_fraction`` of the budget has failed the stage stops with
+:class:`StageFailed`, naming the most common cause; the journal is kept.
+
+Outputs are written only when every evaluation is done: ``trials.jsonl`` (a copy of the
+journal) and ``stage.json`` (summary and provenance), each atomically; the journal is
+removed last, so at every instant either the journal or both complete outputs exist.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 import torch
 
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.optimizers import create_optimizer
-from iishpo.provenance import device_description, provenance
+from iishpo.provenance import device_description, git_commit, provenance
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, write_json_atomic
 from iishpo.training import TrainingData, TrialFailed, device_for, evaluate_trial
@@ -38,6 +65,67 @@ SUMMARY = "stage.json"
 
 class StageFailed(RuntimeError):
     """Too many trials failed for the stage's results to mean anything."""
+
+
+class StageInterrupted(SystemExit):
+    """SIGINT or SIGTERM stopped the stage; its finished trials are in the journal.
+
+    A ``SystemExit`` with code ``128 + signal``, so that ``python -m iishpo run-stage``
+    exits like a process killed by that signal would (non-zero) but after a clean stop.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"interrupted by {signal.Signals(self.signum).name}"
+
+
+class _Signals:
+    """While active, SIGINT and SIGTERM raise :class:`StageInterrupted`, except inside
+    :meth:`recording` (raised when it ends) and after :meth:`finished` (ignored)."""
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous: dict[int, object] = {}
+        self.pending: int | None = None
+        self.holding = False
+        self.done = False
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.HANDLED:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            restored = handler if handler is not None else signal.SIG_DFL
+            signal.signal(signum, restored)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.done:
+            log.warning("ignoring %s: the stage has finished", signal.Signals(signum).name)
+        elif self.holding:
+            self.pending = signum
+        else:
+            raise StageInterrupted(signum)
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Defer a signal until the trial is in the journal and told to the optimizer."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending is not None:
+            raise StageInterrupted(self.pending)
+
+    def finished(self) -> None:
+        self.done = True
 
 
 @dataclass(frozen=True)
@@ -71,7 +159,29 @@ def start_space(settings: Settings, key: StageKey, ranges_file: Path | None) -> 
 
 
 def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path) -> dict:
-    """Evaluate the stage's whole budget (resuming from its journal) and write its outputs."""
+    """Evaluate the stage's whole budget (resuming from its journal) and write its outputs.
+
+    Raises :class:`StageFailed` when too many evaluations failed and
+    :class:`StageInterrupted` on SIGINT/SIGTERM; either way the journal keeps every
+    finished trial and no output is written.
+    """
+    with _Signals() as signals:
+        try:
+            return _run(settings, key, data_file, ranges_file, out_dir, signals)
+        except StageInterrupted as stop:
+            journal = out_dir / JOURNAL
+            done = journal.read_bytes().count(b"\n") if journal.exists() else 0
+            log.warning(
+                "%s: %s after %d finished evaluations, all kept in %s; run again to resume",
+                key.label(), stop, done, out_dir / JOURNAL,
+            )
+            raise
+
+
+def _run(
+    settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path,
+    signals: _Signals,
+) -> dict:
     study = settings.study
     stages = study.stages(key.strategy)
     resolution, budget = stages[key.stage]
@@ -86,8 +196,10 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
     if len(trials) > budget:
         raise ValueError(f"{store.path} holds {len(trials)} trials, more than the budget {budget}")
     optimizer.replay([(t.config, t.loss) for t in trials])
+    max_failures = int(study.max_failure_fraction * budget)
     if trials:
         log.info("%s: resuming after %d finished evaluations", key.label(), len(trials))
+        _check_failures(key, trials, budget, max_failures, study.max_failure_fraction)
 
     device = device_for(settings.trainer.accelerator)
     data = TrainingData(load_splits(data_file), device)
@@ -100,7 +212,6 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
     )
     offset = trials[-1].elapsed if trials else 0.0
     start = time.perf_counter()
-    max_failures = int(study.max_failure_fraction * budget)
     for number in range(len(trials), budget):
         config = optimizer.ask()
         seed = training_seed(key, number)
@@ -109,32 +220,82 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
             result, wall = evaluate_trial(config, data, settings.trainer, seed)
             status, val_error, loss, error = "ok", result.val_error, result.val_error, None
             epochs, best_epoch = result.epochs, result.best_epoch
-        except (TrialFailed, torch.OutOfMemoryError, RuntimeError, ValueError) as err:
+        except Exception as err:  # whatever one configuration raises fails that trial only
             wall = time.perf_counter() - began
             status, val_error, loss, error = "failed", None, WORST_LOSS, f"{type(err).__name__}: {err}"
             epochs, best_epoch = 0, -1
+            if not isinstance(err, TrialFailed):  # unexpected: keep the traceback in the log
+                log.warning("%s: evaluation %d raised", key.label(), number + 1, exc_info=True)
+        if status == "failed":  # free the failed training's objects now that its traceback is gone
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
         trial = Trial(
             number=number, config=config, status=status, val_error=val_error, loss=loss,
             epochs=epochs, best_epoch=best_epoch, wall_time=round(wall, 4),
             elapsed=round(offset + time.perf_counter() - start, 4), error=error, seed=seed,
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        store.append(trial)
-        optimizer.tell(config, loss)
-        trials.append(trial)
+        with signals.recording():
+            store.append(trial)
+            optimizer.tell(config, loss)
+            trials.append(trial)
         _report(key, trials, budget)
-        failures = [t for t in trials if not t.ok]
-        if len(failures) > max_failures:
-            cause, count = Counter(t.error.split(":")[0] for t in failures if t.error).most_common(1)[0]
-            raise StageFailed(
-                f"{key.label()}: {len(failures)} of {len(trials)} evaluations failed, more than "
-                f"study.max_failure_fraction={study.max_failure_fraction} of {budget}; most "
-                f"common cause ({count}x): {next(t.error for t in failures if t.error.startswith(cause))}"
-            )
+        _check_failures(key, trials, budget, max_failures, study.max_failure_fraction)
     summary = _summary(settings, key, trials, resolution, budget, device)
-    os.replace(store.path, out_dir / TRIALS)
+    # Both outputs complete before the journal goes: a stop in between leaves the journal,
+    # from which a rerun rewrites the outputs without evaluating anything.
+    _copy_atomic(store.path, out_dir / TRIALS)
     write_json_atomic(out_dir / SUMMARY, summary)
+    _fsync_dir(out_dir)
+    signals.finished()
+    store.path.unlink()
+    _fsync_dir(out_dir)
     return summary
+
+
+def failure_cause(error: str) -> str:
+    """The kind of a failed trial's error, for counting causes."""
+    text = error.lower()
+    if "out of memory" in text or "can't allocate memory" in text or "memory_limit_mb" in text:
+        return "out of memory"
+    if "loss became" in text:
+        return "diverged (non-finite loss)"
+    return error.split(":", 1)[0]
+
+
+def _check_failures(
+    key: StageKey, trials: list[Trial], budget: int, max_failures: int, fraction: float
+) -> None:
+    failures = [t for t in trials if not t.ok]
+    if len(failures) <= max_failures:
+        return
+    causes = Counter(failure_cause(t.error or "unknown") for t in failures)
+    cause, count = causes.most_common(1)[0]
+    example = next(t.error for t in failures if failure_cause(t.error or "unknown") == cause)
+    raise StageFailed(
+        f"{key.label()}: {len(failures)} of {len(trials)} evaluations failed, more than "
+        f"study.max_failure_fraction={fraction} of the budget {budget} allows ({max_failures}); "
+        f"most common cause: {cause} ({count}x), e.g. {example!r}. The journal keeps the "
+        "finished trials: fix the cause (or raise study.max_failure_fraction) and run again."
+    )
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(source.read_bytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _report(key: StageKey, trials: list[Trial], budget: int) -> None:
@@ -162,5 +323,8 @@ def _summary(settings: Settings, key: StageKey, trials: list[Trial], resolution:
         "provenance": provenance(
             settings.resolved, settings.overrides, device=device_description(device),
             seed=key.seed,
+            # the checkout the code ran from, even when the workflow's working directory
+            # (Snakemake --directory) lies outside it
+            git=git_commit(Path(__file__).resolve().parent),
         ),
     }

@@ -11,22 +11,32 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
-from torch import nn
-
-import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping
+from torch import nn
 
 from iishpo.config import Trainer as TrainerSettings
 from iishpo.data.splits import ImageSplits
 from iishpo.model import build_cnn
+
+# PyTorch's CPU convolutions (oneDNN) keep compiled kernels per input shape in two LRU
+# caches of 1024 entries each (oneDNN's primitive cache and ideep's). Hundreds of
+# differently shaped configurations fill them: a stage grew by ~0.3 MB per evaluation,
+# 14% of its RSS over 200 evaluations (benchmarks/memory_growth.py). One evaluation needs
+# at most ~50 entries (6 conv layers x forward/backward x batch shapes), so 128 keeps
+# every training as fast and the process flat. Both are read at the first convolution;
+# a value set in the environment wins.
+for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+    os.environ.setdefault(_cache, "128")
 
 for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -38,6 +48,95 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 class TrialFailed(RuntimeError):
     """Training could not produce a usable model (diverged, out of memory, crashed)."""
+
+
+#: bytes per parameter, gradient and activation value (float32; mixed precision needs less)
+_FLOAT = 4
+#: bytes per max-pooling index (int64), kept by autograd for the backward pass
+_INDEX = 8
+
+
+def estimate_memory_mb(
+    config: Mapping[str, Any],
+    in_channels: int,
+    resolution: int,
+    n_classes: int,
+    train_batch: int,
+    eval_batch: int,
+) -> float:
+    """Peak memory (MB) that training ``config`` needs beyond the data set: an estimate.
+
+    ``train_batch`` and ``eval_batch`` are the largest batches actually formed (batch
+    size capped by the split's size). Counted, in float32: the parameters three times
+    (weights, gradients, SGD momentum; a fourth copy, the best weights, is made after the
+    activations are gone); per training sample the activations autograd keeps (per conv
+    block the ReLU output, the pooled output and its int64 indices; per fc layer its
+    outputs) plus twice the largest layer output (gradients in flight during backward);
+    twice the largest weight tensor (gradients of the L1/L2 penalties); per evaluation
+    sample the most values alive at once (no autograd: a layer's input and output).
+
+    Not counted: the frameworks' fixed cost (about 0.5 GB of RSS on CPU once Lightning
+    has trained once), allocator caching and fragmentation, library workspaces. On CPU it
+    came within -10%..+25% of the measured growth of peak RSS for configurations needing
+    0.3 to 2.5 GB. It depends only on the configuration and the data shapes, so a resumed
+    stage fails exactly the trials an uninterrupted one would.
+    """
+    n_conv, n_fc = int(config["n_conv"]), int(config["n_fc"])
+    k = int(config["filter_size"])
+    channels, side = in_channels, resolution
+    params = heaviest = 0  # all parameters; the largest weight tensor
+    kept = in_channels * resolution**2  # per training sample: the batch itself ...
+    largest = kept  # ... the largest single activation ...
+    pair = 0  # ... and per evaluation sample the most values alive at once
+    for i in range(n_conv):
+        filters = int(config[f"conv_filters_{i}"])
+        params += channels * filters * k * k + filters
+        heaviest = max(heaviest, channels * filters * k * k)
+        out = filters * side * side
+        pooled = out // 4
+        kept += out + pooled + pooled * _INDEX // _FLOAT
+        largest = max(largest, out)
+        pair = max(pair, channels * side * side + out, 2 * out)
+        channels, side = filters, side // 2
+    width = channels * side * side
+    for j in range(n_fc + 1):
+        units = int(config[f"fc_units_{j}"]) if j < n_fc else n_classes
+        params += width * units + units
+        heaviest = max(heaviest, width * units)
+        kept += 2 * units
+        largest = max(largest, units)
+        pair = max(pair, width + units, 2 * units)
+        width = units
+    training = train_batch * (kept + 2 * largest) + 2 * heaviest
+    evaluation = eval_batch * pair
+    return (3 * params + max(training, evaluation, params)) * _FLOAT / 2**20
+
+
+def _check_memory(
+    config: Mapping[str, Any], data: TrainingData, settings: TrainerSettings,
+    train_split: TensorSplit, val_split: TensorSplit,
+) -> None:
+    """Fail a configuration whose estimated memory exceeds ``trainer.memory_limit_mb``."""
+    limit = settings.memory_limit_mb
+    if limit is None:
+        return
+    needed = estimate_memory_mb(
+        config, data.in_channels, data.resolution, data.n_classes,
+        train_batch=min(int(config["batch_size"]), len(train_split)),
+        eval_batch=min(settings.eval_batch_size, len(val_split)),
+    )
+    if needed > limit:
+        raise TrialFailed(f"out of memory: needs ~{needed:.0f} MB > memory_limit_mb={limit:g}")
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    """An allocation failure: CUDA/MPS out of memory, or the CPU allocator refusing."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    message = str(err).lower()
+    return isinstance(err, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message or "not enough memory" in message
+    )
 
 
 @dataclass(frozen=True)
@@ -179,9 +278,10 @@ def train(
     val_split: TensorSplit | None = None,
 ) -> tuple[TrainResult, Classifier]:
     """Train until early stopping; the returned model holds the best validation weights."""
-    L.seed_everything(seed, workers=True, verbose=False)
     train_split = train_split or data.tensors["train"]
     val_split = val_split or data.tensors["val"]
+    _check_memory(config, data, settings, train_split, val_split)
+    L.seed_everything(seed, workers=True, verbose=False)
     net = build_cnn(config, data.in_channels, data.resolution, data.n_classes)
     module = Classifier(
         net, float(config["learning_rate"]), settings.momentum, float(config["l1"]), float(config["l2"])
@@ -193,8 +293,10 @@ def train(
             train_dataloaders=Batches(train_split, int(config["batch_size"]), shuffle=True, seed=seed),
             val_dataloaders=Batches(val_split, settings.eval_batch_size, shuffle=False),
         )
-    except torch.OutOfMemoryError as err:
-        raise TrialFailed(f"out of memory: {err}") from err
+    except (RuntimeError, MemoryError) as err:
+        if isinstance(err, TrialFailed) or not _is_out_of_memory(err):
+            raise
+        raise TrialFailed(f"out of memory: {type(err).__name__}: {err}") from err
     if module.best_error is None:
         raise TrialFailed("training ended before the first validation")
     module.net.load_state_dict(module.best_state)

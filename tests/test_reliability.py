@@ -1,0 +1,426 @@
+"""A study survives crashes, kills and bad trials without losing finished work.
+
+Real processes are killed here (Snakemake and ``python -m iishpo run-stage``), so the
+slow parts run side by side: the uninterrupted reference stage starts in the background
+when the first test asks for it, and later tests compare against it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from helpers import CONF, REPO, TINY, compose
+from iishpo import stage as stage_module
+from iishpo import training
+from iishpo.config import ConfigError, Settings
+from iishpo.data.prepare import prepare_dataset
+from iishpo.data.sources import fetch
+from iishpo.space import build_space
+from iishpo.stage import (
+    JOURNAL,
+    SUMMARY,
+    TRIALS,
+    StageFailed,
+    StageInterrupted,
+    StageKey,
+    run_stage,
+)
+from iishpo.store import WORST_LOSS, Trial, TrialStore, read_trials
+from iishpo.training import estimate_memory_mb
+
+BUDGET = 6
+#: one standard-strategy stage of TPE (model-based, so replay matters) at 32 px
+OVERRIDES = [*TINY, "study.strategies=[standard]", "study.optimizers=[tpe]", f"study.budget={BUDGET}"]
+KEY = StageKey("synthetic", "tpe", "standard", 0, 0)
+STAGE = Path("results/smoke/synthetic/tpe/standard/seed0/stage0")
+DATA = Path("data/prepared/synthetic/rgb/32px.npz")
+#: what must be equal between a resumed and an uninterrupted run (not timings)
+SAME = ("number", "config", "status", "val_error", "loss", "epochs", "best_epoch", "error", "seed")
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF)}
+
+
+def comparable(trials: list[Trial]) -> list[dict[str, Any]]:
+    return [{name: getattr(t, name) for name in SAME} for t in trials]
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"process ended ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def run_stage_cli(workdir: Path, out_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """``python -m iishpo run-stage`` as the workflow runs it, stderr to ``workdir``."""
+    command = [
+        sys.executable, "-m", "iishpo", "run-stage", "--dataset", KEY.dataset, "--optimizer",
+        KEY.optimizer, "--strategy", KEY.strategy, "--seed", str(KEY.seed), "--stage", str(KEY.stage),
+        "--data", str(DATA), "--out-dir", str(out_dir), *OVERRIDES, *extra,
+    ]
+    log = open(workdir / f"{out_dir.name}.log", "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(command, cwd=workdir, env=ENV, stderr=log, stdout=log)
+
+
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """The repository's workflow, built up to this stage's trials, in ``workdir``.
+
+    The overrides go in a config file: Snakemake 9 rejects dotted keys in ``--config``.
+    """
+    configfile = workdir / "overrides.yaml"
+    configfile.write_text(yaml.safe_dump({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in OVERRIDES)}))
+    return [
+        sys.executable, "-m", "snakemake", str(STAGE / TRIALS), "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile), *args,
+    ]
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    result = subprocess.run(
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=ENV, timeout=600, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-5000:]}")
+    return result.stdout + result.stderr
+
+
+class Background:
+    """The uninterrupted reference stage, run by the CLI in its own directory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc = run_stage_cli(workdir, STAGE)
+
+    def trials(self) -> list[Trial]:
+        if self.proc.wait(timeout=600) != 0:
+            pytest.fail(f"reference stage failed:\n{(self.workdir / 'stage0.log').read_text()[-5000:]}")
+        return read_trials(self.workdir / STAGE / TRIALS)
+
+    def summary(self) -> dict[str, Any]:
+        self.trials()
+        return json.loads((self.workdir / STAGE / SUMMARY).read_text())
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw and prepared data where the workflow expects them (made here: faster, and the
+    jobs that would make them are not what is tested)."""
+    root = tmp_path_factory.mktemp("template")
+    settings = compose(*OVERRIDES)
+    cfg = settings.datasets["synthetic"]
+    raw = root / "data/raw/synthetic"
+    fetch(cfg, raw)
+    (raw / ".fetched").write_text(json.dumps(cfg, sort_keys=True) + "\n")
+    prepare_dataset("synthetic", cfg, raw, {
+        r: root / f"data/prepared/synthetic/rgb/{r}px.npz" for r in settings.study.ladder
+    })
+    return root
+
+
+def workdir_with_data(data_dir: Path, path: Path) -> Path:
+    shutil.copytree(data_dir / "data", path / "data")  # copy2 keeps the mtimes Snakemake compares
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Background]:
+    background = Background(workdir_with_data(data_dir, tmp_path_factory.mktemp("reference")))
+    yield background
+    if background.proc.poll() is None:
+        background.proc.kill()
+        background.proc.wait()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return compose(*OVERRIDES)
+
+
+# -- kills ------------------------------------------------------------------------------
+
+
+def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
+    data_dir: Path, reference: Background, tmp_path: Path
+) -> None:
+    """Node loss: Snakemake and the job die by SIGKILL mid-stage; the rerun finishes the
+    stage from its journal, and the trials are those of a run that was never killed."""
+    work = workdir_with_data(data_dir, tmp_path / "killed")
+    journal = work / STAGE / JOURNAL
+    proc = subprocess.Popen(
+        snakemake_command(work), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(lambda: lines(journal) >= 1, proc, "the first finished trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # every process of the group is gone
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    raw = journal.read_bytes()
+    kept = raw[: raw.rfind(b"\n") + 1]
+    finished = read_trials(journal)
+    assert 1 <= len(finished) < BUDGET, "the kill should land mid-stage"
+    assert not (work / STAGE / TRIALS).exists() and not (work / STAGE / SUMMARY).exists()
+
+    # A SIGKILLed Snakemake leaves its lock behind: --unlock, then run as before.
+    # No --rerun-incomplete: the outputs never existed, the journal is no output.
+    snakemake(work, "--unlock")
+    snakemake(work)
+
+    final = (work / STAGE / TRIALS).read_bytes()
+    assert final.startswith(kept), "finished trials must be kept as they were, not re-run"
+    trials = read_trials(work / STAGE / TRIALS)
+    assert [t.number for t in trials] == list(range(BUDGET))
+    assert comparable(trials) == comparable(reference.trials())
+    assert not journal.exists()
+    log = (work / STAGE / "run_stage.log").read_text()
+    assert f"resuming after {len(finished)} finished evaluations" in log
+
+
+def test_sigterm_and_sigint_stop_cleanly_and_the_stage_resumes(
+    data_dir: Path, reference: Background, settings: Settings, tmp_path: Path
+) -> None:
+    """SLURM's wall time (SIGTERM) or Ctrl-C (SIGINT) while training: the process exits
+    with 128 + signal, the journal holds every finished trial, no output exists."""
+    work = workdir_with_data(data_dir, tmp_path)
+    runs = {signum: Path(f"out_{signum.name}") for signum in (signal.SIGTERM, signal.SIGINT)}
+    procs = {signum: run_stage_cli(work, out) for signum, out in runs.items()}  # side by side
+    waiting = dict(procs)
+
+    def signal_when_a_trial_finished() -> bool:
+        for signum, proc in list(waiting.items()):
+            if lines(work / runs[signum] / JOURNAL) >= 1:
+                proc.send_signal(signum)  # most likely inside the next training
+                del waiting[signum]
+        return not waiting
+
+    wait_for(signal_when_a_trial_finished, next(iter(procs.values())), "the first finished trials")
+    for signum, proc in procs.items():
+        out = runs[signum]
+        assert proc.wait(timeout=120) == 128 + signum
+        assert sorted(p.name for p in (work / out).iterdir()) == [JOURNAL]
+        finished = read_trials(work / out / JOURNAL)
+        assert 1 <= len(finished) < BUDGET
+        log = (work / f"{out.name}.log").read_text()
+        assert f"interrupted by {signum.name} after {len(finished)} finished evaluations" in log
+
+        run_stage(settings, KEY, work / DATA, None, work / out)
+        assert comparable(read_trials(work / out / TRIALS)) == comparable(reference.trials())
+
+
+def test_signals_inside_training_and_while_recording(
+    data_dir: Path, reference: Background, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, at exact moments: SIGINT while a trial is being written keeps that
+    trial; SIGTERM inside Lightning's fit stops at once (Lightning does not swallow it)."""
+    out = tmp_path / "out"
+    data = data_dir / DATA
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    append = TrialStore.append
+
+    def append_interrupted(self: TrialStore, trial: Trial) -> None:
+        if trial.number == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        append(self, trial)
+
+    monkeypatch.setattr(TrialStore, "append", append_interrupted)
+    with pytest.raises(StageInterrupted) as stop:
+        run_stage(settings, KEY, data, None, out)
+    assert stop.value.code == 130
+    assert [t.number for t in read_trials(out / JOURNAL)] == [0, 1]  # the trial being written is kept
+    monkeypatch.undo()
+
+    step = training.Classifier.training_step
+    evaluations: list[int] = []
+    real_evaluate = stage_module.evaluate_trial
+
+    def counting_evaluate(*args: Any, **kwargs: Any) -> Any:
+        evaluations.append(1)
+        return real_evaluate(*args, **kwargs)
+
+    def step_interrupted(self: training.Classifier, batch: Any, batch_idx: int) -> Any:
+        if len(evaluations) == 2 and self.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(stage_module, "evaluate_trial", counting_evaluate)
+    monkeypatch.setattr(training.Classifier, "training_step", step_interrupted)
+    with pytest.raises(StageInterrupted) as stop:
+        run_stage(settings, KEY, data, None, out)
+    assert stop.value.code == 143
+    assert [t.number for t in read_trials(out / JOURNAL)] == [0, 1, 2]
+    assert not (out / TRIALS).exists() and not (out / SUMMARY).exists()
+    assert {s: signal.getsignal(s) for s in before} == before
+    monkeypatch.undo()
+
+    run_stage(settings, KEY, data, None, out)
+    assert comparable(read_trials(out / TRIALS)) == comparable(reference.trials())
+
+
+def test_resume_after_a_torn_journal_write(
+    data_dir: Path, reference: Background, settings: Settings, tmp_path: Path
+) -> None:
+    """Killed in the middle of appending trial 2: the torn line is cut off, trial 2 is
+    evaluated again, and the stage ends as an uninterrupted one."""
+    expected = reference.trials()
+    records = (reference.workdir / STAGE / TRIALS).read_bytes().splitlines(keepends=True)
+    out = tmp_path / "elsewhere" / "stage0"
+    out.mkdir(parents=True)
+    (out / JOURNAL).write_bytes(b"".join(records[:2]) + records[2][:40])
+    run_stage(settings, KEY, data_dir / DATA, None, out)
+    final = (out / TRIALS).read_bytes()
+    assert final.startswith(b"".join(records[:2]))
+    assert comparable(read_trials(out / TRIALS)) == comparable(expected)
+
+
+# -- failing trials ---------------------------------------------------------------------
+
+
+def ranges_file(path: Path, settings: Settings, learning_rate: tuple[float, float], initial: list[dict]) -> Path:
+    """A narrowed space as ``extract-ranges`` writes it, with a learning rate range of our choosing."""
+    space = build_space(settings.space, 32).to_dict()
+    for param in space["params"]:
+        if param["name"] == "learning_rate":
+            param["low"], param["high"] = learning_rate
+    path.write_text(json.dumps({"space": space, "initial_points": initial}))
+    return path
+
+
+SMALL = {
+    "learning_rate": 0.01, "batch_size": 16, "l1": 1e-6, "l2": 1e-6, "filter_size": 3,
+    "n_conv": 1, "n_fc": 1, "conv_filters_0": 4, "fc_units_0": 8,
+}
+BIG = {
+    "learning_rate": 0.01, "batch_size": 128, "l1": 1e-6, "l2": 1e-6, "filter_size": 7,
+    "n_conv": 4, "n_fc": 2, **{f"conv_filters_{i}": 32 for i in range(4)},
+    "fc_units_0": 128, "fc_units_1": 128,
+}
+
+
+def spy_on_tell(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    told: list[float] = []
+    create = stage_module.create_optimizer
+
+    def create_spied(*args: Any, **kwargs: Any) -> Any:
+        optimizer = create(*args, **kwargs)
+        tell = optimizer.tell
+
+        def spied(config: dict, loss: float) -> None:
+            told.append(loss)
+            tell(config, loss)
+
+        optimizer.tell = spied
+        return optimizer
+
+    monkeypatch.setattr(stage_module, "create_optimizer", create_spied)
+    return told
+
+
+def test_diverging_oversized_and_raising_trials_fail_and_the_stage_goes_on(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limit = 8.0
+    settings = compose(
+        *OVERRIDES, "study.budget=5", "study.max_failure_fraction=1.0", f"trainer.memory_limit_mb={limit}"
+    )
+    shapes = (3, 32, 10, 60, 40)  # channels, px, classes, largest train and val batches
+    assert estimate_memory_mb(SMALL, *shapes[:3], min(16, shapes[3]), shapes[4]) < limit
+    assert estimate_memory_mb(BIG, *shapes[:3], min(128, shapes[3]), shapes[4]) > limit
+    initial = [
+        {**SMALL, "learning_rate": 1e30},  # diverges: non-finite loss in the second step
+        BIG,  # over trainer.memory_limit_mb: fails before training
+        SMALL,  # fine
+        {**SMALL, "learning_rate": 0.0123},  # raises inside training
+        {**SMALL, "learning_rate": 0.0234},  # the allocator refuses
+    ]
+    ranges = ranges_file(tmp_path / "ranges.json", settings, (1e-4, 1e31), initial)
+    step = training.Classifier.training_step
+
+    def misbehaving_step(self: training.Classifier, batch: Any, batch_idx: int) -> Any:
+        if math.isclose(self.lr, 0.0123):
+            raise ZeroDivisionError("injected bug")
+        if math.isclose(self.lr, 0.0234):
+            raise MemoryError("injected: cannot allocate")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(training.Classifier, "training_step", misbehaving_step)
+    told = spy_on_tell(monkeypatch)
+    summary = run_stage(settings, KEY, data_dir / DATA, ranges, tmp_path / "out")
+
+    trials = read_trials(tmp_path / "out" / TRIALS)
+    assert [t.status for t in trials] == ["failed", "failed", "ok", "failed", "failed"]
+    errors = [t.error or "" for t in trials]
+    assert errors[0].startswith("TrialFailed: loss became ")
+    assert errors[1].startswith("TrialFailed: out of memory: needs ~") and f"> memory_limit_mb={limit:g}" in errors[1]
+    assert errors[3] == "ZeroDivisionError: injected bug"
+    assert errors[4].startswith("TrialFailed: out of memory: MemoryError")
+    assert [t.loss for t in trials] == told == [WORST_LOSS, WORST_LOSS, trials[2].val_error, WORST_LOSS, WORST_LOSS]
+    assert all(t.val_error is None for t in trials if not t.ok)
+    assert summary["n_failed"] == 4 and summary["best"]["number"] == 2
+    assert (tmp_path / "out" / SUMMARY).exists() and not (tmp_path / "out" / JOURNAL).exists()
+
+
+def test_too_many_failures_stop_the_stage_naming_the_cause(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = compose(*OVERRIDES, "study.budget=4", "study.max_failure_fraction=0.5")
+    ranges = ranges_file(tmp_path / "ranges.json", settings, (1e29, 1e31), [])
+    out = tmp_path / "out"
+    with pytest.raises(StageFailed) as failed:
+        run_stage(settings, KEY, data_dir / DATA, ranges, out)
+    message = str(failed.value)
+    assert "3 of 3 evaluations failed" in message and "study.max_failure_fraction=0.5" in message
+    assert "most common cause: diverged (non-finite loss) (3x)" in message
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL]
+
+    # Run again: the journal already exceeds the limit, so it stops before training.
+    monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
+    with pytest.raises(StageFailed, match="most common cause: diverged"):
+        run_stage(settings, KEY, data_dir / DATA, ranges, out)
+    assert lines(out / JOURNAL) == 3
+
+
+def test_memory_limit_must_be_positive_or_null(settings: Settings) -> None:
+    assert settings.trainer.memory_limit_mb is None  # the default: no limit
+    for value in ("0", "lots"):
+        with pytest.raises(ConfigError, match="trainer.memory_limit_mb must be a positive number"):
+            compose(*TINY, f"trainer.memory_limit_mb={value}")
+
+
+# -- provenance -------------------------------------------------------------------------
+
+
+def test_stage_outputs_carry_their_provenance(reference: Background) -> None:
+    summary = reference.summary()
+    provenance = summary["provenance"]
+    assert provenance["config"]["trainer"]["max_epochs"] == 2
+    assert provenance["config"]["study"]["budget"] == BUDGET
+    assert provenance["seed"] == KEY.seed and summary["seed"] == KEY.seed
+    assert provenance["packages"]["torch"].startswith("2.") and provenance["packages"]["lightning"]
+    assert provenance["device"].startswith("cpu")
+    assert len(provenance["git"]["commit"]) == 40
+    assert f"study.budget={BUDGET}" in provenance["overrides"]
