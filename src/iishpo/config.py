@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -272,11 +273,22 @@ def load_settings(overrides: Sequence[str] = (), config_dir: Path | None = None)
     return validate(compose_config(overrides, config_dir), overrides)
 
 
-def overrides_from_mapping(config: Mapping[str, Any]) -> list[str]:
-    """Snakemake's ``--config key=value`` pairs as Hydra overrides (lists as YAML)."""
+def overrides_from_mapping(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Snakemake's config as Hydra overrides.
+
+    Snakemake only accepts identifiers as ``--config`` keys, so group choices come as
+    ``study=paper`` and everything else through the ``overrides`` key, a space-separated
+    string (or list) of Hydra overrides: ``overrides="trainer.max_epochs=20 study.seeds=[0,1]"``.
+    Nested mappings (from ``--configfile``) become dotted keys.
+    """
     out = []
     for key, value in config.items():
-        if isinstance(value, (list, tuple, dict)):
-            value = json.dumps(value)
-        out.append(f"{key}={value}")
+        if key == "overrides" and not prefix:
+            out += shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+        elif isinstance(value, Mapping):
+            out += overrides_from_mapping(value, f"{prefix}{key}.")
+        elif isinstance(value, (list, tuple)):
+            out.append(f"{prefix}{key}={json.dumps(list(value))}")
+        else:
+            out.append(f"{prefix}{key}={value}")
     return out

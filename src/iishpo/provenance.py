@@ -26,8 +26,12 @@ def package_versions() -> dict[str, str]:
 
 
 def git_commit(repo: Path | None = None) -> dict[str, Any]:
-    """HEAD and whether the tree had uncommitted changes; ``unknown`` outside a checkout."""
-    cwd = repo or Path.cwd()
+    """HEAD and whether the tree had uncommitted changes; ``unknown`` outside a checkout.
+
+    By default the checkout this package runs from, not the working directory, which
+    may lie outside it (Snakemake ``--directory``).
+    """
+    cwd = repo or Path(__file__).resolve().parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True

@@ -51,7 +51,7 @@ import torch
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.optimizers import create_optimizer
-from iishpo.provenance import device_description, git_commit, provenance
+from iishpo.provenance import device_description, provenance
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, write_json_atomic
 from iishpo.training import TrainingData, TrialFailed, device_for, evaluate_trial
@@ -323,8 +323,5 @@ def _summary(settings: Settings, key: StageKey, trials: list[Trial], resolution:
         "provenance": provenance(
             settings.resolved, settings.overrides, device=device_description(device),
             seed=key.seed,
-            # the checkout the code ran from, even when the workflow's working directory
-            # (Snakemake --directory) lies outside it
-            git=git_commit(Path(__file__).resolve().parent),
         ),
     }
