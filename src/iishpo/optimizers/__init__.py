@@ -13,6 +13,8 @@ from iishpo.space import Config, SearchSpace
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "random": ("iishpo.optimizers.hyperopt_search", "RandomSearch", "hyperopt"),
     "tpe": ("iishpo.optimizers.hyperopt_search", "TPE", "hyperopt"),
+    "ga": ("iishpo.optimizers.genetic", "GeneticAlgorithm", "deap"),
+    "smac": ("iishpo.optimizers.smac_search", "SMAC", "smac"),
 }
 
 

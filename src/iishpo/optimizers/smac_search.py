@@ -1,0 +1,310 @@
+"""SMAC3: random-forest Bayesian optimization, driven one trial at a time.
+
+SMAC's :class:`HyperparameterOptimizationFacade` runs through its ask/tell interface; the
+stage runner owns the loop. Choices that differ from SMAC's defaults, and why:
+
+* The scenario is deterministic: every configuration is trained once, because the stage
+  budget counts trainings and SMAC's intensifier would otherwise spend it re-running good
+  configurations on new seeds.
+* Initial design: ``n_initial = max(min_initial, ceil(initial_fraction * budget))`` Sobol
+  points. SMAC's own rule (10 per hyperparameter, at most 25 % of the trials) always hits
+  the 25 % cap for this space, so the default fraction keeps SMAC's behaviour while the
+  minimum keeps small stages from starting the model on one or two points. The
+  ``initial_points`` come on top, as SMAC's "additional configurations", and are handed out
+  *before* the Sobol points; the whole design is cut to the budget.
+* ``retrain_after=1``: the surrogate is refitted after every trial (SMAC refits after 8 to
+  save time, which is nothing next to training a CNN, and would leave small stages with
+  almost no model-based proposals).
+* SMAC writes its run history into a private temporary directory, removed with the
+  optimizer, and never saves it per trial: resuming replays the stored trials instead.
+* The forest is the facade's, but single-threaded and without sklearn's 2**20-leaf cap
+  (which preallocates: 0.1 s per tree); neither changes the model, both cost seconds.
+* The local search of the acquisition maximizer starts from its points in a fixed order:
+  SMAC orders them by string hashes, which made proposals depend on ``PYTHONHASHSEED``.
+  With that fixed, a seed gives the same proposals in any process.
+* Only SMAC's warnings are shown; the root logger is left untouched.
+* Losses must be finite (the forest models log costs); the runner reports failures as 1.0.
+
+Proposals that SMAC repeats (or that map onto an evaluated configuration) are answered
+from the losses already known, without spending the budget; should SMAC run out of new
+configurations, random ones from the space follow. Asking past the budget keeps working.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ConfigSpace import (
+    CategoricalHyperparameter,
+    Configuration,
+    ConfigurationSpace,
+    Constant,
+    InCondition,
+    UniformFloatHyperparameter,
+    UniformIntegerHyperparameter,
+)
+from smac import HyperparameterOptimizationFacade, Scenario
+from smac.acquisition.maximizer import LocalAndSortedRandomSearch, LocalSearch
+from smac.initial_design import SobolInitialDesign
+from smac.main.exceptions import ConfigurationSpaceExhaustedException
+from smac.model.random_forest import RandomForest
+from smac.runhistory.dataclasses import TrialInfo, TrialValue
+
+from iishpo.optimizers.base import Optimizer
+from iishpo.space import CATEGORICAL, FLOAT, Config, Param, SearchSpace
+
+#: how often a repeated proposal is answered from the cache before falling back to random
+_MAX_REPEATS = 100
+_SEED_MOD = 2**31 - 1
+
+logging.getLogger("smac").setLevel(logging.WARNING)
+
+
+class SMAC(Optimizer):
+    """SMAC3's hyperparameter-optimization facade (random forest + expected improvement)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        fraction = float(self.settings.get("initial_fraction", 0.25))
+        minimum = int(self.settings.get("min_initial", 3))
+        retrain_after = int(self.settings.get("retrain_after", 1))
+        probability = float(self.settings.get("random_probability", 0.2))
+        challengers = int(self.settings.get("challengers", 10000))
+        local_searches = int(self.settings.get("local_search_iterations", 10))
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"smac: initial_fraction must be in [0, 1], got {fraction}")
+        if minimum < 1:
+            raise ValueError(f"smac: min_initial must be >= 1, got {minimum}")
+        if retrain_after < 1:
+            raise ValueError(f"smac: retrain_after must be >= 1, got {retrain_after}")
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"smac: random_probability must be in [0, 1], got {probability}")
+
+        self.configspace = build_configspace(self.space)
+        points = self.initial_points[: self.budget]
+        self.n_initial = min(
+            self.budget - len(points), max(minimum, math.ceil(fraction * self.budget))
+        )
+        self._tmp = tempfile.TemporaryDirectory(prefix="iishpo-smac-")
+        scenario = Scenario(
+            self.configspace,
+            name="smac",
+            output_directory=Path(self._tmp.name),
+            deterministic=True,
+            n_trials=self.budget,
+            seed=self.seed % _SEED_MOD,
+        )
+        facade = HyperparameterOptimizationFacade
+        # ConfigSpace rounds floats to 13 decimals: hand out the initial points as given
+        self._initial = {Configuration(self.configspace, values=p): p for p in points}
+        design = _PointsFirstDesign(
+            scenario,
+            n_configs=self.n_initial,
+            max_ratio=1.0,
+            additional_configs=list(self._initial),
+        )
+        self._smac = facade(
+            scenario,
+            target_function=None,
+            model=RandomForest(
+                # the facade's forest; single-threaded, no leaf cap (see the module doc)
+                self.configspace,
+                log_y=True,
+                n_trees=10,
+                ratio_features=1.0,
+                min_samples_split=2,
+                min_samples_leaf=1,
+                max_depth=2**20,
+                max_leaf_nodes=None,  # type: ignore[arg-type]  # passed on to sklearn
+                bootstrapping=True,
+                seed=scenario.seed,
+                n_jobs=1,
+            ),
+            initial_design=design,
+            acquisition_maximizer=_OrderedLocalAndSortedRandomSearch(
+                self.configspace,
+                challengers=challengers,
+                local_search_iterations=local_searches,
+                seed=scenario.seed,
+            ),
+            random_design=facade.get_random_design(scenario, probability=probability),
+            config_selector=facade.get_config_selector(scenario, retrain_after=retrain_after),
+            logging_level=False,
+            overwrite=True,
+        )
+        self._losses: dict[tuple[Any, ...], float] = {}
+        self._pending: TrialInfo | None = None
+        self._exhausted = False
+
+    def ask(self) -> Config:
+        if self._pending is not None:
+            raise RuntimeError("ask() called twice without tell() in between")
+        for _ in range(_MAX_REPEATS):
+            info = self._next_trial()
+            point = self._initial.get(info.config)
+            config = dict(point) if point is not None else self._to_config(info.config)
+            known = self._losses.get(_key(config))
+            if known is None:
+                self._pending = info
+                return config
+            # a configuration that maps onto one already evaluated: answer it from the cache
+            self._smac.tell(info, TrialValue(cost=known), save=False)
+        config = self._random_new_config()
+        self._pending = TrialInfo(Configuration(self.configspace, values=config), seed=info.seed)
+        return config
+
+    def tell(self, config: Config, loss: float) -> None:
+        if self._pending is None:
+            raise RuntimeError("tell() without a preceding ask()")
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"smac: the loss must be finite, got {loss}; report a failed trial as the worst "
+                "finite loss (the stage runner tells 1.0)"
+            )
+        info, self._pending = self._pending, None
+        self._losses[_key(config)] = float(loss)
+        self._smac.tell(info, TrialValue(cost=float(loss)), save=False)
+
+    def _next_trial(self) -> TrialInfo:
+        """SMAC's next trial; random ones once SMAC has run out of new configurations."""
+        if not self._exhausted:
+            try:
+                with warnings.catch_warnings():
+                    # SMAC's local search computes np.mean([]) for a debug message
+                    for message in ("Mean of empty slice", "invalid value encountered in scalar"):
+                        warnings.filterwarnings("ignore", message, RuntimeWarning)
+                    return self._smac.ask()
+            except (StopIteration, ConfigurationSpaceExhaustedException):
+                self._exhausted = True
+        config = self._random_new_config()
+        return TrialInfo(Configuration(self.configspace, values=config), seed=self.seed % _SEED_MOD)
+
+    def _random_new_config(self) -> Config:
+        for _ in range(_MAX_REPEATS):
+            config = self.space.sample(self.rng)
+            if _key(config) not in self._losses:
+                break
+        return config
+
+    def _to_config(self, configuration: Configuration) -> Config:
+        """Our flat dict with plain Python values; anything outside the space is clipped."""
+        config: Config = {}
+        for p in self.space.params:
+            if p.is_active(config):
+                config[p.name] = _decode(p, configuration[p.name])
+        return config
+
+
+class _PointsFirstDesign(SobolInitialDesign):
+    """SMAC's Sobol design, but the additional configurations (IIS warm start) go first."""
+
+    def select_configurations(self) -> list[Configuration]:
+        configs = super().select_configurations()
+        first = [c for c in configs if c in self._additional_configs]
+        return first + [c for c in configs if c not in first]
+
+
+class _OrderedLocalSearch(LocalSearch):
+    """SMAC's local search, started from its start points in a fixed order.
+
+    SMAC dedupes the start points through a ``set`` of configurations, whose hash is that of
+    a string: their order, and so the proposals, changed with ``PYTHONHASHSEED``.
+    """
+
+    def _get_initial_points(self, *args: Any, **kwargs: Any) -> list[Configuration]:
+        points = super()._get_initial_points(*args, **kwargs)
+        return sorted(points, key=lambda c: tuple(np.nan_to_num(c.get_array(), nan=-1.0)))
+
+
+class _OrderedLocalAndSortedRandomSearch(LocalAndSortedRandomSearch):
+    """The facade's acquisition maximizer with :class:`_OrderedLocalSearch` inside."""
+
+    def __init__(
+        self,
+        configspace: ConfigurationSpace,
+        *,
+        challengers: int,
+        local_search_iterations: int,
+        seed: int,
+    ) -> None:
+        super().__init__(
+            configspace,
+            challengers=challengers,
+            local_search_iterations=local_search_iterations,
+            seed=seed,
+        )
+        self._local_search = _OrderedLocalSearch(configspace, seed=seed)
+
+
+def build_configspace(space: SearchSpace) -> ConfigurationSpace:
+    """The ConfigSpace twin of ``space``: same names, ranges, log scales and conditions.
+
+    A parameter with a single value becomes a ``Constant``; a per-layer parameter is
+    conditioned on the layer counts that enable it, unconditional when every count
+    does, and left out when none does.
+    """
+    cs = ConfigurationSpace()
+    hps: dict[str, Any] = {}
+    conditions = []
+    for p in space.params:
+        enabling: list[Any] | None = None
+        if p.active_if is not None:
+            parent, index = p.active_if
+            counts = _values(space[parent])
+            enabling = [v for v in counts if int(v) > index]
+            if not enabling:
+                continue
+            if len(enabling) == len(counts):
+                enabling = None
+        hps[p.name] = _hyperparameter(p)
+        cs.add(hps[p.name])
+        if enabling is not None:
+            parent_hp = hps[p.active_if[0]]  # type: ignore[index]
+            conditions.append(InCondition(hps[p.name], parent_hp, enabling))
+    cs.add(conditions)
+    return cs
+
+
+def _hyperparameter(p: Param) -> Any:
+    if p.kind == CATEGORICAL:
+        choices = list(p.choices)  # type: ignore[arg-type]
+        if len(choices) == 1:
+            return Constant(p.name, choices[0])
+        return CategoricalHyperparameter(p.name, choices)
+    if p.low == p.high:
+        return Constant(p.name, p.low)
+    low, high = p.low, p.high
+    assert low is not None and high is not None
+    if p.kind == FLOAT:
+        return UniformFloatHyperparameter(p.name, low, high, log=p.log)
+    return UniformIntegerHyperparameter(p.name, int(low), int(high), log=p.log)
+
+
+def _values(p: Param) -> list[Any]:
+    """Every value of a layer count (a categorical or integer parameter)."""
+    if p.kind == CATEGORICAL:
+        return list(p.choices)  # type: ignore[arg-type]
+    if p.kind == FLOAT:
+        raise ValueError(f"{p.name}: a float parameter cannot enable layers; use int or choices")
+    return list(range(int(p.low), int(p.high) + 1))  # type: ignore[arg-type]
+
+
+def _decode(p: Param, raw: Any) -> Any:
+    if p.kind == CATEGORICAL:
+        matches = [c for c in p.choices if c == raw]  # type: ignore[union-attr]
+        return matches[0] if matches else p.clip(raw)
+    value = raw.item() if hasattr(raw, "item") else raw
+    return p.clip(value)
+
+
+def _key(config: Config) -> tuple[Any, ...]:
+    return tuple(sorted(config.items()))
+
+
+__all__ = ["SMAC", "build_configspace"]
