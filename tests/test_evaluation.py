@@ -1,0 +1,64 @@
+"""Test-set evaluation: the best trial is retrained and scored, with either protocol."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import TINY, compose
+from iishpo.data.splits import ImageSplits, save_splits
+from iishpo.evaluation import evaluate_test
+from iishpo.store import Trial, TrialStore
+
+CONFIG = {
+    "learning_rate": 0.05, "batch_size": 16, "l1": 1e-7, "l2": 1e-6, "filter_size": 3,
+    "n_conv": 1, "n_fc": 1, "conv_filters_0": 4, "fc_units_0": 8,
+}
+
+
+def _images(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes told apart by brightness: learnable in a few epochs."""
+    y = np.arange(n) % 2
+    x = (rng.uniform(0, 80, (n, 8, 8, 1)) + 150 * y[:, None, None, None]).astype(np.uint8)
+    return x, y
+
+
+def _trials(path: Path) -> Path:
+    store = TrialStore(path)
+    worse = {**CONFIG, "learning_rate": 1e-4}
+    for number, (config, error) in enumerate([(worse, 0.4), (CONFIG, 0.1)]):
+        store.append(Trial(number, config, "ok", error, error, 3, 1, 0.1, 0.1, None, number, "t"))
+    store.append(Trial(2, CONFIG, "failed", None, 1.0, 0, -1, 0.1, 0.2, "boom", 2, "t"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("folds", "metric"), [(False, "accuracy"), (True, "accuracy"), (False, "mean_class_accuracy")]
+)
+def test_best_trial_is_retrained_and_scored(tmp_path: Path, folds: bool, metric: str) -> None:
+    rng = np.random.default_rng(0)
+    x = {}
+    y = {}
+    for split, n in (("train", 40), ("val", 20), ("test", 30)):
+        x[split], y[split] = _images(rng, n)
+    extra: dict = {}
+    if folds:  # STL-10's protocol: train on each fold of the pool, average the test scores
+        pool_x, pool_y = _images(rng, 60)
+        extra = {"pool_x": pool_x, "pool_y": pool_y, "test_folds": [np.arange(i, 60, 3) for i in range(3)]}
+    save_splits(ImageSplits(x, y, ["dark", "bright"], **extra), tmp_path / "8px.npz")
+    settings = compose(
+        *TINY, "trainer.max_epochs=6", "trainer.patience=3", f"datasets.synthetic.test_metric={metric}"
+    )
+    out = evaluate_test(
+        settings, "synthetic", 0, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
+    )
+    assert out["metric"] == metric
+    assert out["config"] == CONFIG and out["val_error"] == 0.1 and out["trial"] == 1
+    assert len(out["fold_scores"]) == (3 if folds else 1)
+    assert out["test_score"] == pytest.approx(np.mean(out["fold_scores"]))
+    assert out["test_score"] > 0.8  # the classes are separable: a broken retraining would not be
+    assert json.loads((tmp_path / "test.json").read_text())["test_score"] == out["test_score"]
+    assert out["provenance"]["config"]["study"]["name"] == "smoke"
