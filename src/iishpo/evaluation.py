@@ -19,17 +19,17 @@ import torch
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.provenance import device_description, provenance
-from iishpo.store import read_trials, write_json_atomic
+from iishpo.store import ranked, read_trials, write_json_atomic
 from iishpo.training import TrainingData, device_for, evaluate, train
 
 log = logging.getLogger(__name__)
 
 
 def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path, data_file: Path, out_file: Path) -> dict:
-    trials = [t for t in read_trials(trials_file) if t.ok]
+    trials = ranked(read_trials(trials_file))
     if not trials:
         raise ValueError(f"{trials_file}: no successful trial to evaluate on the test set")
-    best = min(trials, key=lambda t: (t.val_error, t.number))
+    best = trials[0]
     torch.set_num_threads(settings.trainer.threads)
     device = device_for(settings.trainer.accelerator)
     data = TrainingData(load_splits(data_file), device)

@@ -18,11 +18,11 @@ from typing import Any
 
 from iishpo.config import RangeExtraction
 from iishpo.space import CATEGORICAL, INT, Config, Param, SearchSpace, build_space
-from iishpo.store import Trial
+from iishpo.store import Trial, ranked
 
 
 def best_trials(trials: Sequence[Trial], settings: RangeExtraction) -> list[Trial]:
-    ok = sorted((t for t in trials if t.ok), key=lambda t: (t.val_error, t.number))
+    ok = ranked(trials)
     if not ok:
         raise ValueError("no successful trial to extract ranges from: every trial failed")
     count = max(settings.min_trials, math.ceil(settings.top_fraction * len(ok)))

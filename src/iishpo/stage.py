@@ -30,7 +30,6 @@ removed last, so at every instant either the journal or both complete outputs ex
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -53,8 +52,8 @@ from iishpo.data.splits import load_splits
 from iishpo.optimizers import create_optimizer
 from iishpo.provenance import device_description, provenance
 from iishpo.space import Config, SearchSpace, build_space
-from iishpo.store import WORST_LOSS, Trial, TrialStore, write_json_atomic
-from iishpo.training import TrainingData, TrialFailed, device_for, evaluate_trial
+from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic, write_json_atomic
+from iishpo.training import TrainingData, TrialFailed, device_for, evaluate_trial, release_memory
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +226,7 @@ def _run(
             if not isinstance(err, TrialFailed):  # unexpected: keep the traceback in the log
                 log.warning("%s: evaluation %d raised", key.label(), number + 1, exc_info=True)
         if status == "failed":  # free the failed training's objects now that its traceback is gone
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            release_memory(device)
         trial = Trial(
             number=number, config=config, status=status, val_error=val_error, loss=loss,
             epochs=epochs, best_epoch=best_epoch, wall_time=round(wall, 4),
@@ -245,7 +242,7 @@ def _run(
     summary = _summary(settings, key, trials, resolution, budget, device)
     # Both outputs complete before the journal goes: a stop in between leaves the journal,
     # from which a rerun rewrites the outputs without evaluating anything.
-    _copy_atomic(store.path, out_dir / TRIALS)
+    write_atomic(out_dir / TRIALS, store.path.read_bytes())
     write_json_atomic(out_dir / SUMMARY, summary)
     _fsync_dir(out_dir)
     signals.finished()
@@ -281,15 +278,6 @@ def _check_failures(
     )
 
 
-def _copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(source.read_bytes())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
-
-
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -310,8 +298,8 @@ def _report(key: StageKey, trials: list[Trial], budget: int) -> None:
 
 
 def _summary(settings: Settings, key: StageKey, trials: list[Trial], resolution: int, budget: int, device: torch.device) -> dict:
-    ok = [t for t in trials if t.ok]
-    best = min(ok, key=lambda t: (t.val_error, t.number)) if ok else None
+    ok = ranked(trials)
+    best = ok[0] if ok else None
     return {
         "dataset": key.dataset, "optimizer": key.optimizer, "strategy": key.strategy,
         "seed": key.seed, "stage": key.stage, "resolution": resolution, "budget": budget,

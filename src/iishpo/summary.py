@@ -9,6 +9,7 @@ evaluation, mean over seeds, for ``dvc plots diff``) and ``progress.png``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iishpo.config import Settings
-from iishpo.store import read_trials, write_json_atomic
+from iishpo.store import read_trials, write_atomic, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,11 @@ def time_reduction(rows: list[dict], dataset: str, optimizer: str) -> float | No
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue())
 
 
 def markdown(settings: Settings, rows: list[dict]) -> str:
@@ -194,8 +193,7 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
     for row in rows:
         row["time_reduction"] = time_reduction(rows, row["dataset"], row["optimizer"]) if row["strategy"] == "iis" else ""
     _write_csv(results / "summary.csv", rows)
-    (results / ".summary.md.tmp").write_text(markdown(settings, rows))
-    (results / ".summary.md.tmp").replace(results / "summary.md")
+    write_atomic(results / "summary.md", markdown(settings, rows))
     metrics: dict = {}
     for row in rows:
         metrics.setdefault(row["dataset"], {}).setdefault(row["optimizer"], {})[row["strategy"]] = {
