@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import yaml
 
 from helpers import CONF, compose
 from iishpo.config import ConfigError, overrides_from_mapping
+from iishpo.optimizers import REGISTRY
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
 
@@ -21,9 +25,20 @@ def test_every_study_composes_and_validates(study: str) -> None:
 
 
 @pytest.mark.parametrize("group", ["space", "trainer"])
-def test_every_group_option_composes(group: str) -> None:
-    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-        compose(f"{group}={option}")
+def test_every_group_option_composes_with_its_own_values(group: str) -> None:
+    for path in sorted((CONF / group).glob("*.yaml")):
+        own = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
+        settings = compose(f"{group}={path.stem}")
+        composed = settings.space if group == "space" else dataclasses.asdict(settings.trainer)
+        assert {k: composed[k] for k in own} == own, path.name
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_optimizer_has_typed_settings_from_its_yaml(name: str) -> None:
+    shipped = yaml.safe_load((CONF / "optimizer" / f"{name}.yaml").read_text()) or {}
+    settings = compose().optimizers[name]
+    assert isinstance(settings, REGISTRY[name].settings)
+    assert dataclasses.asdict(settings) == shipped
 
 
 def test_paper_study_encodes_the_protocol() -> None:
@@ -56,6 +71,25 @@ def test_paper_study_encodes_the_protocol() -> None:
         (["datasets.synthetic.color=sepia"], "color must be 'rgb' or 'gray'"),
         (["datasets.synthetic.test_metric=f1"], "test_metric must be one of"),
         (["+study.typo=3"], "unknown keys ['typo']"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer, got 'abc' (str)"),
+        (["trainer.momentum=fast"], "trainer.momentum must be a number, got 'fast'"),
+        (["trainer.precision=[32]"], "trainer.precision must be a string"),
+        (["study.budget=1.5"], "study.budget must be an integer, got 1.5"),
+        (["study.seeds=7"], "study.seeds must be a list of integers, got 7"),
+        (["study.seeds=[0,x]"], "study.seeds[1] must be an integer, got 'x'"),
+        (["study.seeds=[-1]"], "study.seeds must be >= 0"),
+        (["study.ladder=[]"], "study.ladder must be a non-empty list"),
+        (["study.ranges.margin=wide"], "study.ranges.margin must be a number"),
+        (["study.ranges=3"], "study.ranges must be a mapping"),
+        (["optimizers.ga.min_population=1"], "optimizers.ga: need 2 <= min_population"),
+        (["optimizers.ga.gene_mutation_prob=1.5"], "optimizers.ga: gene_mutation_prob must be in [0, 1]"),
+        (["optimizers.tpe.gamma=7"], "optimizers.tpe: gamma must be in (0, 1), got 7"),
+        (["optimizers.tpe.min_startup=three"], "optimizers.tpe.min_startup must be an integer"),
+        (["+optimizers.tpe.gama=0.3"], "optimizers.tpe: unknown keys ['gama']"),
+        (["+optimizers.random.seed=3"], "optimizers.random: unknown keys ['seed']"),
+        (["optimizers.smac.initial_fraction=2"], "optimizers.smac: initial_fraction must be in [0, 1]"),
+        (["optimizers.smac.retrain_after=0"], "optimizers.smac: retrain_after must be >= 1"),
+        (["+optimizers.annealing={}"], "['annealing'] are not registered optimizers"),
     ],
 )
 def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str], message: str) -> None:

@@ -12,9 +12,9 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -22,14 +22,17 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from iishpo.data import sources
-from iishpo.optimizers import REGISTRY
+from iishpo.optimizers import REGISTRY, build_settings
 from iishpo.space import build_space
+from iishpo.typed import SettingsError, build
 
 STRATEGIES = ("standard", "iis")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 TEST_METRICS = ("accuracy", "mean_class_accuracy")
 #: environment variable naming the configuration directory (default: ./conf)
 CONF_ENV = "IISHPO_CONF"
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -76,17 +79,21 @@ class Trainer:
     #: most memory (MB) one evaluation may need beyond the data set, estimated from the
     #: configuration before training (see ``iishpo.training.estimate_memory_mb``); a
     #: configuration over it fails as a trial. ``None``: no limit.
-    memory_limit_mb: float | None = None
+    memory_limit_mb: float | None
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated configuration; ``resolved`` is the plain dict saved with results."""
+    """The validated configuration; ``resolved`` is the plain dict saved with results.
+
+    ``optimizers`` maps every composed optimizer to its typed settings
+    (:mod:`iishpo.optimizers.settings`).
+    """
 
     study: Study
     trainer: Trainer
     space: dict[str, Any]
-    optimizers: dict[str, dict[str, Any]]
+    optimizers: dict[str, Any]
     datasets: dict[str, dict[str, Any]]
     paths: dict[str, str]
     overrides: tuple[str, ...]
@@ -112,34 +119,21 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
         raise ConfigError(f"cannot compose the configuration with overrides {list(overrides)}: {err}") from err
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Instantiate a frozen dataclass from a mapping, rejecting unknown and missing keys."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where} must be a mapping, got {data!r}")
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    missing = [n for n in names if n not in data]
-    if unknown or missing:
-        raise ConfigError(
-            f"{where}: " + "; ".join(
-                ([f"unknown keys {unknown}"] if unknown else [])
-                + ([f"missing keys {missing}"] if missing else [])
-            ) + f" (allowed: {names})"
-        )
-    return cls(**data)
+def _build(cls: type[T], data: Any, where: str) -> T:
+    try:
+        return build(cls, data, where)
+    except SettingsError as err:
+        raise ConfigError(str(err)) from err
 
 
-def _ints(values: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-        raise ConfigError(f"{where} must be a non-empty list, got {values!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise ConfigError(f"{where} must hold integers, got {list(values)}")
-    return tuple(values)
+def _nonempty(values: tuple[Any, ...], where: str) -> tuple[Any, ...]:
+    if not values:
+        raise ConfigError(f"{where} must be a non-empty list")
+    return values
 
 
-def _names(values: Any, where: str, allowed: Sequence[str]) -> tuple[str, ...]:
-    if not isinstance(values, Sequence) or isinstance(values, str) or not values:
-        raise ConfigError(f"{where} must be a non-empty list, got {values!r}")
+def _names(values: tuple[str, ...], where: str, allowed: Sequence[str]) -> tuple[str, ...]:
+    _nonempty(values, where)
     bad = [v for v in values if v not in allowed]
     if bad:
         raise ConfigError(f"{where}: {bad} not available; allowed: {sorted(allowed)}")
@@ -149,22 +143,14 @@ def _names(values: Any, where: str, allowed: Sequence[str]) -> tuple[str, ...]:
 
 
 def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
-    data = dict(raw)
-    data["ranges"] = _build(RangeExtraction, data.get("ranges"), "study.ranges")
-    study: Study = _build(Study, data, "study")
-    optimizers = [n for n in cfg.get("optimizers", {}) if n in REGISTRY]
-    study = Study(
-        name=str(study.name),
-        datasets=_names(study.datasets, "study.datasets", list(cfg.get("datasets", {}))),
-        optimizers=_names(study.optimizers, "study.optimizers", optimizers),
-        strategies=_names(study.strategies, "study.strategies", STRATEGIES),
-        seeds=_ints(study.seeds, "study.seeds"),
-        ladder=_ints(study.ladder, "study.ladder"),
-        budget=study.budget,
-        iis_budgets=_ints(study.iis_budgets, "study.iis_budgets"),
-        ranges=study.ranges,
-        max_failure_fraction=float(study.max_failure_fraction),
-    )
+    study = _build(Study, raw, "study")
+    _names(study.datasets, "study.datasets", list(cfg.get("datasets", {})))
+    _names(study.optimizers, "study.optimizers", list(cfg.get("optimizers", {})))
+    _names(study.strategies, "study.strategies", STRATEGIES)
+    for where, values in (("seeds", study.seeds), ("ladder", study.ladder), ("iis_budgets", study.iis_budgets)):
+        _nonempty(values, f"study.{where}")
+    if min(study.seeds) < 0:
+        raise ConfigError(f"study.seeds must be >= 0, got {list(study.seeds)}")
     if not study.name or "/" in study.name:
         raise ConfigError(f"study.name must be a non-empty name without '/', got {study.name!r}")
     if len(set(study.seeds)) != len(study.seeds):
@@ -173,7 +159,7 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
         raise ConfigError(f"study.ladder must be strictly increasing, got {list(study.ladder)}")
     if study.ladder[0] < 4:
         raise ConfigError(f"study.ladder resolutions must be >= 4 px, got {list(study.ladder)}")
-    if not isinstance(study.budget, int) or study.budget < 1:
+    if study.budget < 1:
         raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
     if "iis" in study.strategies:
         if len(study.ladder) < 2:
@@ -207,20 +193,33 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
 
 def _trainer(raw: Any) -> Trainer:
     trainer: Trainer = _build(Trainer, raw, "trainer")
-    if trainer.max_epochs < 1 or trainer.patience < 1 or trainer.threads < 1:
-        raise ConfigError(f"trainer needs max_epochs, patience and threads >= 1, got {trainer}")
+    if min(trainer.max_epochs, trainer.patience, trainer.threads, trainer.eval_batch_size) < 1:
+        raise ConfigError(
+            f"trainer needs max_epochs, patience, threads and eval_batch_size >= 1, got {trainer}"
+        )
     if trainer.accelerator not in ACCELERATORS:
         raise ConfigError(
             f"trainer.accelerator {trainer.accelerator!r} not allowed; allowed: {ACCELERATORS}"
         )
     limit = trainer.memory_limit_mb
-    if limit is not None and (
-        isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0
-    ):
+    if limit is not None and not limit > 0:
         raise ConfigError(
             f"trainer.memory_limit_mb must be a positive number of MB or null (no limit), got {limit!r}"
         )
     return trainer
+
+
+def _optimizers(raw: Any) -> dict[str, Any]:
+    """Every composed optimizer's typed settings; an unregistered name is an error."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"optimizers must be a mapping of optimizer name to settings, got {raw!r}")
+    unknown = sorted(set(raw) - set(REGISTRY))
+    if unknown:
+        raise ConfigError(f"optimizers: {unknown} are not registered optimizers; available: {sorted(REGISTRY)}")
+    try:
+        return {name: build_settings(name, settings) for name, settings in raw.items()}
+    except SettingsError as err:
+        raise ConfigError(str(err)) from err
 
 
 def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
@@ -230,6 +229,7 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
         raise ConfigError(f"unknown top-level keys {unknown}; allowed: {sorted(expected)}")
     study = _study(cfg["study"], cfg)
     trainer = _trainer(cfg["trainer"])
+    optimizers = _optimizers(cfg["optimizers"])
     for name in study.datasets:
         dataset = cfg["datasets"][name]
         try:
@@ -260,7 +260,7 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
         study=study,
         trainer=trainer,
         space=cfg["space"],
-        optimizers=cfg["optimizers"],
+        optimizers=optimizers,
         datasets=cfg["datasets"],
         paths=cfg["paths"],
         overrides=tuple(overrides),

@@ -18,6 +18,7 @@ import torch
 
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
+from iishpo.seeds import Stream, derive_seed
 from iishpo.provenance import device_description, provenance
 from iishpo.store import ranked, read_trials, write_json_atomic
 from iishpo.training import TrainingData, device_for, evaluate, train
@@ -42,12 +43,12 @@ def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path
             rest = np.setdiff1d(np.arange(len(splits.pool_y)), fold)
             fit = data.tensor(splits.pool_x[fold], splits.pool_y[fold])
             val = data.tensor(splits.pool_x[rest], splits.pool_y[rest])
-            _, module = train(best.config, data, settings.trainer, seed * 100 + i, fit, val)
+            _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST, 0, i), fit, val)
             scores.append(evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes))
             log.info("test fold %d/%d: %s=%.4f", i + 1, len(splits.test_folds), metric, scores[-1])
         score = float(np.mean(scores))
     else:
-        _, module = train(best.config, data, settings.trainer, seed)
+        _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST))
         scores = [evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes)]
         score = scores[0]
     out = {

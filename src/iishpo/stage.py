@@ -36,7 +36,6 @@ import os
 import signal
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ import torch
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.optimizers import create_optimizer
+from iishpo.seeds import Stream, derive_seed
 from iishpo.provenance import device_description, provenance
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic, write_json_atomic
@@ -142,8 +142,8 @@ class StageKey:
 
 
 def training_seed(key: StageKey, number: int) -> int:
-    """A seed per evaluation, stable across processes (no Python ``hash``)."""
-    return zlib.crc32(f"{key.label()}/{number}".encode()) & 0x7FFFFFFF
+    """The seed of evaluation ``number`` (see :mod:`iishpo.seeds`)."""
+    return derive_seed(key.seed, Stream.TRAINING, key.stage, number)
 
 
 def start_space(settings: Settings, key: StageKey, ranges_file: Path | None) -> tuple[SearchSpace, list[Config]]:
@@ -187,7 +187,8 @@ def _run(
     torch.set_num_threads(settings.trainer.threads)
     space, initial = start_space(settings, key, ranges_file)
     optimizer = create_optimizer(
-        key.optimizer, space, budget=budget, seed=key.seed * 1000 + key.stage,
+        key.optimizer, space, budget=budget,
+        seed=derive_seed(key.seed, Stream.OPTIMIZER, key.stage),
         initial_points=initial, settings=settings.optimizers[key.optimizer],
     )
     store = TrialStore(out_dir / JOURNAL)

@@ -27,7 +27,8 @@ class Optimizer(ABC):
         seed: makes the sequence of proposals reproducible.
         initial_points: configurations to evaluate first (IIS: the best of the previous
             stage); each subclass uses them the way its algorithm starts best.
-        settings: algorithm-specific options from ``conf/optimizer/<name>.yaml``.
+        settings: the algorithm's typed settings (``iishpo.optimizers.settings``), built
+            from ``conf/optimizer/<name>.yaml`` when the configuration was loaded.
     """
 
     def __init__(
@@ -37,7 +38,7 @@ class Optimizer(ABC):
         budget: int,
         seed: int,
         initial_points: Sequence[Config] = (),
-        settings: Mapping[str, Any] | None = None,
+        settings: Any,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")
@@ -47,7 +48,7 @@ class Optimizer(ABC):
         self.budget = budget
         self.seed = seed
         self.initial_points = [dict(p) for p in initial_points]
-        self.settings = dict(settings or {})
+        self.settings = settings
         self.rng = random.Random(seed)
 
     @abstractmethod

@@ -50,6 +50,7 @@ from typing import Any
 from deap import base, tools
 
 from iishpo.optimizers.base import Optimizer
+from iishpo.optimizers.settings import GASettings
 from iishpo.space import CATEGORICAL, INT, Config, Param
 
 #: how often a duplicate child is mutated again before it is accepted as it is
@@ -73,34 +74,14 @@ class GeneticAlgorithm(Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        fraction = float(self.settings.get("population_fraction", 0.2))
-        min_pop = int(self.settings.get("min_population", 5))
-        max_pop = int(self.settings.get("max_population", 30))
-        self.n_elite = int(self.settings.get("n_elite", 2))
-        self.tournament_size = int(self.settings.get("tournament_size", 3))
-        self.crossover_prob = float(self.settings.get("crossover_prob", 0.9))
-        self.gene_swap_prob = float(self.settings.get("gene_swap_prob", 0.5))
-        self.gene_mutation_prob = float(self.settings.get("gene_mutation_prob", 0.15))
-        self.mutation_sigma = float(self.settings.get("mutation_sigma", 0.15))
-        if fraction <= 0:
-            raise ValueError(f"ga: population_fraction must be > 0, got {fraction}")
-        if not 2 <= min_pop <= max_pop:
-            raise ValueError(
-                f"ga: need 2 <= min_population <= max_population, got {min_pop} and {max_pop}"
-            )
-        if self.n_elite < 0:
-            raise ValueError(f"ga: n_elite must be >= 0, got {self.n_elite}")
-        if self.tournament_size < 1:
-            raise ValueError(f"ga: tournament_size must be >= 1, got {self.tournament_size}")
-        for name in ("crossover_prob", "gene_swap_prob", "gene_mutation_prob"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"ga: {name} must be in [0, 1], got {getattr(self, name)}")
-        if self.mutation_sigma <= 0:
-            raise ValueError(f"ga: mutation_sigma must be > 0, got {self.mutation_sigma}")
-
-        scaled = max(min_pop, min(max_pop, round(fraction * self.budget)))
-        self.population_size = min(self.budget, scaled)
-        self.n_elite = min(self.n_elite, self.population_size - 1)
+        settings: GASettings = self.settings
+        self.tournament_size = settings.tournament_size
+        self.crossover_prob = settings.crossover_prob
+        self.gene_swap_prob = settings.gene_swap_prob
+        self.gene_mutation_prob = settings.gene_mutation_prob
+        self.mutation_sigma = settings.mutation_sigma
+        self.population_size = settings.population_size(self.budget)
+        self.n_elite = settings.elites(self.budget)
         self.generation = 0
         self._params = self.space.params
         self._proposed: set[tuple[Any, ...]] = set()

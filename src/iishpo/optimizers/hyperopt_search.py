@@ -17,11 +17,10 @@ from hyperopt import hp, rand, tpe
 from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 
 from iishpo.optimizers.base import Optimizer
+from iishpo.optimizers.settings import TPESettings
+from iishpo.seeds import Stream, derive_seed
 from iishpo.space import CATEGORICAL, INT, LAYER_PARAMS, Config, Param
 
-_SEED_MOD = 2**31 - 1
-# hyperopt logs several INFO lines per proposal; the stage log reports progress itself
-logging.getLogger("hyperopt").setLevel(logging.WARNING)
 
 
 class _HyperoptOptimizer(Optimizer):
@@ -29,6 +28,8 @@ class _HyperoptOptimizer(Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # hyperopt logs several INFO lines per proposal; the stage log reports progress itself
+        logging.getLogger("hyperopt").setLevel(logging.WARNING)
         self._layer_parents = set(LAYER_PARAMS.values())
         self._children = {
             parent: [p for p in self.space.params if p.active_if and p.active_if[0] == parent]
@@ -119,7 +120,7 @@ class _HyperoptOptimizer(Optimizer):
         self._trials.refresh()
 
     def _seed(self, tid: int) -> int:
-        return (self.seed * 1_000_003 + tid * 7919 + 17) % _SEED_MOD
+        return derive_seed(self.seed, Stream.PROPOSAL, 0, tid)
 
 
 class RandomSearch(_HyperoptOptimizer):
@@ -139,14 +140,13 @@ class TPE(_HyperoptOptimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        fraction = float(self.settings.get("startup_fraction", 0.25))
-        minimum = int(self.settings.get("min_startup", 3))
-        self.n_startup = min(self.budget, max(minimum, math.ceil(fraction * self.budget)))
+        settings: TPESettings = self.settings
+        self.n_startup = settings.n_startup(self.budget)
         self._algo = partial(
             tpe.suggest,
             n_startup_jobs=self.n_startup,
-            gamma=float(self.settings.get("gamma", 0.25)),
-            n_EI_candidates=int(self.settings.get("n_ei_candidates", 24)),
+            gamma=settings.gamma,
+            n_EI_candidates=settings.n_ei_candidates,
         )
 
     def _suggest(self, tid: int) -> dict[str, list[Any]]:

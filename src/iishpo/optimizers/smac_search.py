@@ -57,13 +57,12 @@ from smac.model.random_forest import RandomForest
 from smac.runhistory.dataclasses import TrialInfo, TrialValue
 
 from iishpo.optimizers.base import Optimizer
+from iishpo.optimizers.settings import SMACSettings
 from iishpo.space import CATEGORICAL, FLOAT, Config, Param, SearchSpace
 
 #: how often a repeated proposal is answered from the cache before falling back to random
 _MAX_REPEATS = 100
 _SEED_MOD = 2**31 - 1
-
-logging.getLogger("smac").setLevel(logging.WARNING)
 
 
 class SMAC(Optimizer):
@@ -71,26 +70,11 @@ class SMAC(Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        fraction = float(self.settings.get("initial_fraction", 0.25))
-        minimum = int(self.settings.get("min_initial", 3))
-        retrain_after = int(self.settings.get("retrain_after", 1))
-        probability = float(self.settings.get("random_probability", 0.2))
-        challengers = int(self.settings.get("challengers", 10000))
-        local_searches = int(self.settings.get("local_search_iterations", 10))
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"smac: initial_fraction must be in [0, 1], got {fraction}")
-        if minimum < 1:
-            raise ValueError(f"smac: min_initial must be >= 1, got {minimum}")
-        if retrain_after < 1:
-            raise ValueError(f"smac: retrain_after must be >= 1, got {retrain_after}")
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"smac: random_probability must be in [0, 1], got {probability}")
-
+        settings: SMACSettings = self.settings
+        logging.getLogger("smac").setLevel(logging.WARNING)  # SMAC's INFO lines drown the stage log
         self.configspace = build_configspace(self.space)
         points = self.initial_points[: self.budget]
-        self.n_initial = min(
-            self.budget - len(points), max(minimum, math.ceil(fraction * self.budget))
-        )
+        self.n_initial = settings.n_initial(self.budget, len(points))
         self._tmp = tempfile.TemporaryDirectory(prefix="iishpo-smac-")
         scenario = Scenario(
             self.configspace,
@@ -129,12 +113,12 @@ class SMAC(Optimizer):
             initial_design=design,
             acquisition_maximizer=_OrderedLocalAndSortedRandomSearch(
                 self.configspace,
-                challengers=challengers,
-                local_search_iterations=local_searches,
+                challengers=settings.challengers,
+                local_search_iterations=settings.local_search_iterations,
                 seed=scenario.seed,
             ),
-            random_design=facade.get_random_design(scenario, probability=probability),
-            config_selector=facade.get_config_selector(scenario, retrain_after=retrain_after),
+            random_design=facade.get_random_design(scenario, probability=settings.random_probability),
+            config_selector=facade.get_config_selector(scenario, retrain_after=settings.retrain_after),
             logging_level=False,
             overwrite=True,
         )
