@@ -50,6 +50,14 @@ def test_paper_study_encodes_the_protocol() -> None:
     assert study.datasets == ("flowers102",)
 
 
+def test_narrowing_runs_the_iis_budgets_at_the_largest_resolution() -> None:
+    study = compose("study.strategies=[standard,iis,narrowing]").study
+    assert study.ladder == (8, 16, 32) and study.iis_budgets == (6, 4, 2)
+    assert study.stages("iis") == [(8, 6), (16, 4), (32, 2)]
+    assert study.stages("narrowing") == [(32, 6), (32, 4), (32, 2)]
+    assert study.stages("standard") == [(32, 12)]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -90,6 +98,10 @@ def test_paper_study_encodes_the_protocol() -> None:
         (["optimizers.smac.initial_fraction=2"], "optimizers.smac: initial_fraction must be in [0, 1]"),
         (["optimizers.smac.retrain_after=0"], "optimizers.smac: retrain_after must be >= 1"),
         (["+optimizers.annealing={}"], "['annealing'] are not registered optimizers"),
+        (["study.strategies=[standard,narrowing]", "study.ladder=[32]", "study.iis_budgets=[12]"],
+         "the narrowing strategy needs a ladder of >= 2 resolutions"),
+        (["study.strategies=[iis,narrowing]", "study.ladder=[32]", "study.iis_budgets=[12]"],
+         "the iis and narrowing strategies need a ladder of >= 2 resolutions"),
     ],
 )
 def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str], message: str) -> None:

@@ -26,7 +26,13 @@ from iishpo.optimizers import REGISTRY, build_settings
 from iishpo.space import build_space
 from iishpo.typed import SettingsError, build
 
-STRATEGIES = ("standard", "iis")
+#: standard: the whole budget at the largest resolution; iis: one stage per ladder
+#: resolution, each in the space narrowed by the stage before; narrowing: the control that
+#: separates IIS's two effects, IIS's stage budgets and range extraction with every stage
+#: at the largest resolution (the paper's closing suggestion, Sec. 5)
+STRATEGIES = ("standard", "iis", "narrowing")
+#: strategies whose runs have several stages with range extraction in between
+STAGED = ("iis", "narrowing")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 TEST_METRICS = ("accuracy", "mean_class_accuracy")
 #: environment variable naming the configuration directory (default: ./conf)
@@ -64,6 +70,8 @@ class Study:
         """``(resolution, budget)`` of each stage of a run with this strategy."""
         if strategy == "standard":
             return [(self.ladder[-1], self.budget)]
+        if strategy == "narrowing":
+            return [(self.ladder[-1], budget) for budget in self.iis_budgets]
         return list(zip(self.ladder, self.iis_budgets, strict=True))
 
 
@@ -161,10 +169,12 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
         raise ConfigError(f"study.ladder resolutions must be >= 4 px, got {list(study.ladder)}")
     if study.budget < 1:
         raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
-    if "iis" in study.strategies:
+    staged = [s for s in study.strategies if s in STAGED]
+    if staged:
         if len(study.ladder) < 2:
             raise ConfigError(
-                f"the iis strategy needs a ladder of >= 2 resolutions, got {list(study.ladder)}"
+                f"the {' and '.join(staged)} strateg{'ies need' if len(staged) > 1 else 'y needs'} "
+                f"a ladder of >= 2 resolutions, got {list(study.ladder)}"
             )
         if len(study.iis_budgets) != len(study.ladder):
             raise ConfigError(
