@@ -23,8 +23,12 @@ def test_consistent_difference_is_beyond_noise() -> None:
     assert result.p_ttest == pytest.approx(0.013236, abs=1e-5)
     # exact signed-rank: all 5 ranks positive, 2 of 2**5 sign patterns as extreme
     assert result.p_wilcoxon == pytest.approx(2 / 32)
+    assert (result.metric, result.strategy, result.baseline) == ("wall_time", "iis", "standard")
     assert result.beyond_noise is True
-    assert "beyond seed noise" in result.verdict() and "n=5" in result.verdict()
+    assert result.verdict() == (
+        "iis minus standard, wall_time: mean +3 (95% CI +1.037 .. +4.963; paired t-test "
+        "p=0.0132, Wilcoxon p=0.0625; n=5): beyond seed noise"
+    )
 
 
 def test_mixed_differences_are_within_noise() -> None:
@@ -46,12 +50,16 @@ def test_pairs_are_matched_by_seed_not_by_order() -> None:
 def test_fewer_than_three_seeds_gives_no_test(n: int) -> None:
     result = compare_paired("test_score", "iis", "standard", pairs_from([0.5, 0.7][:n]))
     assert result.p_ttest is None and result.ci_low is None and result.beyond_noise is None
-    assert "no interval or test is possible" in result.verdict()
+    assert result.std is None and result.p_wilcoxon is None and result.ci_high is None
+    assert result.metric == "test_score" and result.seeds == tuple(range(n))
+    assert result.verdict().startswith(f"iis minus standard, test_score: mean +{[0.5, 0.6][n - 1]:.4g} over {n} seed")
+    assert result.verdict().endswith("fewer than 3 seeds, so no interval or test is possible")
 
 
 def test_identical_differences() -> None:
     zero = compare_paired("m", "a", "b", pairs_from([0.0, 0.0, 0.0]))
-    assert zero.beyond_noise is False and zero.p_wilcoxon is None
+    assert zero.beyond_noise is False and zero.p_wilcoxon is None and zero.metric == "m"
+    assert "Wilcoxon p=n/a" in zero.verdict() and zero.std == 0.0
     shift = compare_paired("m", "a", "b", pairs_from([1.0, 1.0, 1.0]))
     assert shift.beyond_noise is True and shift.ci_low == shift.ci_high == 1.0
 

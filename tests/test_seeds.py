@@ -41,6 +41,12 @@ def test_training_seeds_do_not_depend_on_names() -> None:
     assert training_seed(iis, 4) != training_seed(StageKey("synthetic", "tpe", "iis", seed=2, stage=0), 4)
 
 
-def test_negative_inputs_are_rejected() -> None:
-    with pytest.raises(ValueError, match="non-negative"):
-        derive_seed(-1, Stream.TRAINING)
+def test_stage_and_index_default_to_zero() -> None:
+    assert derive_seed(3, Stream.OPTIMIZER) == derive_seed(3, Stream.OPTIMIZER, 0, 0)
+
+
+@pytest.mark.parametrize("inputs", [(-1, 0, 0), (0, -1, 0), (0, 0, -1)])
+def test_negative_inputs_are_rejected(inputs: tuple[int, int, int]) -> None:
+    run_seed, stage, index = inputs
+    with pytest.raises(ValueError, match="seeds derive from non-negative integers"):
+        derive_seed(run_seed, Stream.TRAINING, stage, index)
