@@ -48,7 +48,7 @@ def test_paper_study_encodes_the_protocol() -> None:
         (["study.ladder=[2,4,8]"], ">= 4 px"),
         (["study.seeds=[0,0]"], "duplicates"),
         (["study.ladder=[16,32,256]"], "has 128 px images"),
-        (["space.n_conv.low=5"], "impossible ladder"),
+        (["space.n_conv.low=3"], "impossible ladder"),  # 8 px fits 2 conv layers
         (["trainer.accelerator=tpu"], "allowed: ('auto'"),
         (["trainer.patience=0"], "patience"),
         (["study.ranges.top_fraction=1.5"], "top_fraction must be in (0, 1]"),

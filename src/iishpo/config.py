@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from iishpo.data import sources
 from iishpo.optimizers import REGISTRY
-from iishpo.space import build_space
+from iishpo.space import parse_space
 
 STRATEGIES = ("standard", "iis")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -250,10 +250,12 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
                 f"set {name!r} has {native} px images; the largest resolution must be <= {native}"
             )
     try:
+        space = parse_space(cfg["space"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
         for resolution in study.ladder:
-            build_space(cfg["space"], resolution)
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"space: missing or malformed key {err}") from err
+            space.at(resolution)
     except ValueError as err:
         raise ConfigError(f"impossible ladder {list(study.ladder)}: {err}") from err
     return Settings(

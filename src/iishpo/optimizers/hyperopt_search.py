@@ -17,7 +17,7 @@ from hyperopt import hp, rand, tpe
 from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 
 from iishpo.optimizers.base import Optimizer
-from iishpo.space import CATEGORICAL, INT, LAYER_PARAMS, Config, Param
+from iishpo.space import CATEGORICAL, INT, Config, Param
 
 _SEED_MOD = 2**31 - 1
 # hyperopt logs several INFO lines per proposal; the stage log reports progress itself
@@ -29,16 +29,13 @@ class _HyperoptOptimizer(Optimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._layer_parents = set(LAYER_PARAMS.values())
-        self._children = {
-            parent: [p for p in self.space.params if p.active_if and p.active_if[0] == parent]
-            for parent in self._layer_parents
-        }
+        # a layer count becomes an hp.choice of one branch per count, holding its layers
+        self._children = {count: self.space.layers_of(count) for count in self.space.layer_counts}
         expr = {}
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            expr[p.name] = self._branches(p) if p.name in self._layer_parents else _hp(p, p.name)
+            expr[p.name] = self._branches(p) if p.name in self._children else _hp(p, p.name)
         self._domain = Domain(lambda _: 0.0, expr)
         self._trials = Trials()
         self._pending: tuple[int, dict[str, list[Any]]] | None = None
@@ -62,7 +59,7 @@ class _HyperoptOptimizer(Optimizer):
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            if p.name in self._layer_parents:
+            if p.name in self._children:
                 count = int(p.low) + int(vals[p.name][0])  # type: ignore[arg-type]
                 config[p.name] = count
                 for child in self._children[p.name]:
@@ -77,7 +74,7 @@ class _HyperoptOptimizer(Optimizer):
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            if p.name in self._layer_parents:
+            if p.name in self._children:
                 count = int(config[p.name])
                 vals[p.name] = [count - int(p.low)]  # type: ignore[arg-type]
                 for child in self._children[p.name]:
