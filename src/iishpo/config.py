@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from iishpo.data import sources
 from iishpo.optimizers import REGISTRY, build_settings
-from iishpo.space import build_space
+from iishpo.space import parse_space
 from iishpo.typed import SettingsError, build
 
 #: standard: the whole budget at the largest resolution; iis: one stage per ladder
@@ -260,10 +260,12 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
                 f"set {name!r} has {native} px images; the largest resolution must be <= {native}"
             )
     try:
+        space = parse_space(cfg["space"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
         for resolution in study.ladder:
-            build_space(cfg["space"], resolution)
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"space: missing or malformed key {err}") from err
+            space.at(resolution)
     except ValueError as err:
         raise ConfigError(f"impossible ladder {list(study.ladder)}: {err}") from err
     return Settings(

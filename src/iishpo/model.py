@@ -1,4 +1,8 @@
-"""The CNN family of the paper: conv blocks with 2x2 max pooling, fc layers, softmax."""
+"""The CNN family of the paper: conv blocks with 2x2 max pooling, fc layers, softmax.
+
+The model reads its hyperparameters by the names declared in ``conf/space``; optional ones
+(``fc_dropout``) are used when the configuration has them.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from typing import Any
 
 from torch import nn
 
+from iishpo.space import layer_name
+
 
 def build_cnn(config: Mapping[str, Any], in_channels: int, resolution: int, n_classes: int) -> nn.Sequential:
     """Each conv layer ('same' padding, ReLU) is followed by 2x2 max pooling, which
     quarters the input area; then ``n_fc`` hidden fully connected layers (ReLU) and a
-    linear classifier whose logits the loss turns into a softmax.
+    linear classifier whose logits the loss turns into a softmax. A hidden fc layer ``j``
+    gets dropout after its ReLU when the configuration has ``fc_dropout_j``.
 
     Raises ``ValueError`` when the pooling would shrink the feature map below 1 px.
     """
@@ -28,14 +35,17 @@ def build_cnn(config: Mapping[str, Any], in_channels: int, resolution: int, n_cl
     layers: list[nn.Module] = []
     channels = in_channels
     for i in range(n_conv):
-        filters = int(config[f"conv_filters_{i}"])
+        filters = int(config[layer_name("conv_filters", i)])
         layers += [nn.Conv2d(channels, filters, kernel, padding=kernel // 2), nn.ReLU(), nn.MaxPool2d(2)]
         channels = filters
     layers.append(nn.Flatten())
     width = channels * side * side
     for j in range(n_fc):
-        units = int(config[f"fc_units_{j}"])
+        units = int(config[layer_name("fc_units", j)])
         layers += [nn.Linear(width, units), nn.ReLU()]
+        dropout = config.get(layer_name("fc_dropout", j))
+        if dropout is not None:
+            layers.append(nn.Dropout(float(dropout)))
         width = units
     layers.append(nn.Linear(width, n_classes))
     return nn.Sequential(*layers)

@@ -1,14 +1,28 @@
-"""The CNN hyperparameter search space of the paper, at one input resolution.
+"""The hyperparameter search space: declared in ``conf/space/*.yaml``, built per resolution.
 
-A configuration is a flat ``dict`` holding only the *active* hyperparameters: the
-per-layer parameters ``conv_filters_i`` and ``fc_units_j`` exist only for the layers that
-the configuration has. The number of convolutional layers is bounded by the resolution,
-because every convolution is followed by 2x2 max pooling.
+A ``conf/space`` mapping declares every hyperparameter once, by name::
+
+    learning_rate: {type: float, low: 1.0e-4, high: 0.3, log: true}
+    batch_size: {type: categorical, choices: [16, 32, 64]}
+    n_conv: {type: int, low: 1, high: 6}
+    conv_filters: {type: int, low: 8, high: 256, log: true, per_layer_of: n_conv}
+    resolution_bound: {param: n_conv, min_feature_size: 2}
+
+``per_layer_of`` makes a parameter exist once per layer (``conv_filters_0``,
+``conv_filters_1``, ...) and only for the layers a configuration has; the parameter it
+names is a *layer count*. ``resolution_bound`` (the one key that is not a parameter) caps
+a layer count by the input resolution: each such layer halves the feature map (2x2
+pooling) and the last map keeps at least ``min_feature_size`` px per side.
+:func:`parse_space` checks a mapping and :meth:`SpaceSpec.at` builds the
+:class:`SearchSpace` of one resolution; nothing else in the package knows the names.
+
+A configuration is a flat ``dict`` holding only the *active* hyperparameters.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,10 +33,20 @@ Config = dict[str, Any]
 FLOAT, INT, CATEGORICAL = "float", "int", "categorical"
 KINDS = (FLOAT, INT, CATEGORICAL)
 
-#: Hyperparameters shared by every architecture, in a fixed order.
-GLOBAL_PARAMS = ("learning_rate", "batch_size", "l1", "l2", "filter_size", "n_conv", "n_fc")
-#: Per-layer hyperparameters: name prefix -> the layer count that makes them active.
-LAYER_PARAMS = {"conv_filters": "n_conv", "fc_units": "n_fc"}
+#: the key of a ``conf/space`` mapping that is not a parameter
+RESOLUTION_BOUND = "resolution_bound"
+#: the keys a parameter declaration may have, by type
+DECLARATION_KEYS = {
+    FLOAT: ("type", "low", "high", "log", "per_layer_of"),
+    INT: ("type", "low", "high", "log", "per_layer_of"),
+    CATEGORICAL: ("type", "choices", "per_layer_of"),
+}
+RESOLUTION_BOUND_KEYS = ("param", "min_feature_size")
+
+
+def layer_name(name: str, layer: int) -> str:
+    """The name of a per-layer parameter's instance for layer ``layer`` (from 0)."""
+    return f"{name}_{layer}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,9 @@ class Param:
     def contains(self, value: Any) -> bool:
         if self.kind == CATEGORICAL:
             return value in self.choices  # type: ignore[operator]
-        if self.kind == INT and (isinstance(value, bool) or int(value) != value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == INT and int(value) != value:
             return False
         return self.low <= value <= self.high  # type: ignore[operator]
 
@@ -117,29 +143,61 @@ class Param:
         )
 
 
-def max_conv_layers(resolution: int, min_feature_size: int) -> int:
-    """How many conv+pool blocks fit before the feature map drops below ``min_feature_size``."""
-    layers = 0
-    size = resolution
-    while size // 2 >= min_feature_size:
-        size //= 2
-        layers += 1
-    return layers
+@dataclass(frozen=True)
+class ResolutionBound:
+    """Every layer counted by ``param`` is followed by 2x2 pooling, which halves the
+    feature map; the last map keeps at least ``min_feature_size`` px per side."""
+
+    param: str
+    min_feature_size: int
+
+    def max_layers(self, resolution: int) -> int:
+        """How many halvings ``resolution`` allows before the map drops below the minimum."""
+        layers, size = 0, resolution
+        while size // 2 >= self.min_feature_size:
+            size //= 2
+            layers += 1
+        return layers
+
+    def apply(self, count: Param, resolution: int) -> Param:
+        """``count`` with its upper bound capped at what ``resolution`` allows."""
+        fit = self.max_layers(resolution)
+        if fit < int(count.low):  # type: ignore[arg-type]
+            raise ValueError(
+                f"resolution {resolution} px fits at most {fit} {self.param} layers with 2x2 "
+                f"pooling (feature maps must stay >= {self.min_feature_size} px), but the space "
+                f"asks for at least {count.low}: use a larger resolution or lower "
+                f"space.{self.param}.low"
+            )
+        return replace(count, high=min(int(count.high), fit))  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"param": self.param, "min_feature_size": self.min_feature_size}
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """An ordered set of parameters; parents always precede the parameters they enable."""
+    """An ordered set of parameters at one resolution; layer counts precede their layers."""
 
     params: tuple[Param, ...]
     resolution: int
-    min_feature_size: int = 2
+    resolution_bound: ResolutionBound | None = None
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_name", {p.name: p for p in self.params})
-        if len(self._by_name) != len(self.params):
-            raise ValueError("search space has duplicate parameter names")
+        by_name: dict[str, Param] = {}
+        for p in self.params:
+            if p.name in by_name:
+                raise ValueError(f"search space has two parameters named {p.name!r}")
+            if p.active_if is not None:
+                parent = by_name.get(p.active_if[0])
+                if parent is None or parent.kind != INT or parent.active_if is not None:
+                    raise ValueError(
+                        f"{p.name}: active_if names {p.active_if[0]!r}, which must be an earlier "
+                        "unconditional int parameter (a layer count)"
+                    )
+            by_name[p.name] = p
+        object.__setattr__(self, "_by_name", by_name)
 
     def __getitem__(self, name: str) -> Param:
         return self._by_name[name]
@@ -148,12 +206,13 @@ class SearchSpace:
         return name in self._by_name
 
     @property
-    def max_conv(self) -> int:
-        return int(self["n_conv"].high)  # type: ignore[arg-type]
+    def layer_counts(self) -> tuple[str, ...]:
+        """The parameters that enable others (the parents of ``active_if``), in order."""
+        return tuple(dict.fromkeys(p.active_if[0] for p in self.params if p.active_if is not None))
 
-    @property
-    def max_fc(self) -> int:
-        return int(self["n_fc"].high)  # type: ignore[arg-type]
+    def layers_of(self, count: str) -> list[Param]:
+        """The per-layer parameters that the layer count ``count`` enables, in order."""
+        return [p for p in self.params if p.active_if is not None and p.active_if[0] == count]
 
     def active_params(self, config: Mapping[str, Any]) -> list[Param]:
         return [p for p in self.params if p.is_active(config)]
@@ -200,18 +259,22 @@ class SearchSpace:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        bound = self.resolution_bound
         return {
             "resolution": self.resolution,
-            "min_feature_size": self.min_feature_size,
+            "resolution_bound": bound.to_dict() if bound is not None else None,
             "params": [p.to_dict() for p in self.params],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchSpace:
+        bound = data["resolution_bound"]
         return cls(
             params=tuple(Param.from_dict(p) for p in data["params"]),
             resolution=int(data["resolution"]),
-            min_feature_size=int(data["min_feature_size"]),
+            resolution_bound=ResolutionBound(str(bound["param"]), int(bound["min_feature_size"]))
+            if bound is not None
+            else None,
         )
 
     def with_params(self, params: Sequence[Param]) -> SearchSpace:
@@ -224,40 +287,149 @@ def _domain(p: Param) -> str:
     return f"[{p.low}, {p.high}]" + (" (log)" if p.log else "")
 
 
-def _param_from_spec(name: str, spec: Mapping[str, Any], active_if: tuple[str, int] | None = None) -> Param:
-    if "choices" in spec:
-        return Param(name, CATEGORICAL, choices=tuple(spec["choices"]), active_if=active_if)
-    kind = INT if name.startswith(("n_", "conv_filters", "fc_units")) else FLOAT
-    low, high = spec["low"], spec["high"]
-    if kind == INT:
-        low, high = int(low), int(high)
-    else:
-        low, high = float(low), float(high)
-    return Param(name, kind, low=low, high=high, log=bool(spec.get("log", False)), active_if=active_if)
+@dataclass(frozen=True)
+class Declaration:
+    """One parameter as declared: its full domain, and the layer count it repeats for."""
+
+    param: Param
+    per_layer_of: str | None = None
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """A checked ``conf/space`` mapping, not yet at a resolution."""
+
+    declarations: tuple[Declaration, ...]
+    resolution_bound: ResolutionBound | None
+
+    def at(self, resolution: int) -> SearchSpace:
+        """The full space at ``resolution``: the declared parameters first, in declared order,
+        then every per-layer parameter once per layer the (bounded) count allows.
+
+        Raises ``ValueError`` when the resolution allows fewer layers than the count's low.
+        """
+        bound = self.resolution_bound
+        params = []
+        for d in self.declarations:
+            if d.per_layer_of is None:
+                fits = bound is not None and d.param.name == bound.param
+                params.append(bound.apply(d.param, resolution) if fits else d.param)  # type: ignore[union-attr]
+        counts = {p.name: int(p.high) for p in params if p.kind == INT}  # type: ignore[arg-type]
+        for d in self.declarations:
+            if d.per_layer_of is not None:
+                params += [
+                    replace(d.param, name=layer_name(d.param.name, i), active_if=(d.per_layer_of, i))
+                    for i in range(counts[d.per_layer_of])
+                ]
+        return SearchSpace(params=tuple(params), resolution=resolution, resolution_bound=bound)
+
+
+def parse_space(spec: Mapping[str, Any]) -> SpaceSpec:
+    """Check a ``conf/space`` mapping; ``ValueError`` names the parameter, the key and
+    what is allowed."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"space must map parameter names to declarations, got {spec!r}")
+    declarations = [
+        _declaration(str(name), value) for name, value in spec.items() if name != RESOLUTION_BOUND
+    ]
+    if not declarations:
+        raise ValueError("space declares no parameter")
+    by_name = {d.param.name: d for d in declarations}
+    counts = [d.param.name for d in declarations if d.param.kind == INT and d.per_layer_of is None]
+    for d in declarations:
+        if d.per_layer_of is None:
+            continue
+        count = by_name.get(d.per_layer_of)
+        if count is None or d.per_layer_of not in counts:
+            raise ValueError(
+                f"space.{d.param.name}.per_layer_of: {d.per_layer_of!r} is not a layer count; "
+                f"allowed: a declared int parameter without per_layer_of, one of {counts}"
+            )
+        if int(count.param.low) < 0:  # type: ignore[arg-type]
+            raise ValueError(
+                f"space.{d.per_layer_of}.low: a layer count needs low >= 0, got {count.param.low}"
+            )
+    bound = spec.get(RESOLUTION_BOUND)
+    return SpaceSpec(tuple(declarations), _resolution_bound(bound, counts) if bound is not None else None)
 
 
 def build_space(spec: Mapping[str, Any], resolution: int) -> SearchSpace:
     """The full (un-narrowed) space at ``resolution`` from a ``conf/space`` mapping.
 
-    Raises ``ValueError`` when no architecture fits the resolution.
+    Raises ``ValueError`` for a malformed mapping and when no architecture fits the resolution.
     """
-    min_feature = int(spec["min_feature_size"])
-    fit = max_conv_layers(resolution, min_feature)
-    conv = dict(spec["n_conv"])
-    if fit < int(conv["low"]):
+    return parse_space(spec).at(resolution)
+
+
+def _declaration(name: str, value: Any) -> Declaration:
+    where = f"space.{name}"
+    if not isinstance(value, Mapping):
         raise ValueError(
-            f"resolution {resolution} px fits at most {fit} conv+pool layers "
-            f"(feature maps must stay >= {min_feature} px), but the space asks for at least "
-            f"{conv['low']}: use a larger resolution or lower space.n_conv.low"
+            f"{where}: a parameter is declared by a mapping with 'type' ({', '.join(KINDS)}), "
+            f"or the key must be {RESOLUTION_BOUND!r}; got {value!r}"
         )
-    conv["high"] = min(int(conv["high"]), fit)
-    params = [
-        _param_from_spec(name, conv if name == "n_conv" else spec[name]) for name in GLOBAL_PARAMS
-    ]
-    for prefix, parent in LAYER_PARAMS.items():
-        count_high = int(conv["high"]) if parent == "n_conv" else int(spec[parent]["high"])
-        params += [
-            _param_from_spec(f"{prefix}_{i}", spec[prefix], active_if=(parent, i))
-            for i in range(count_high)
-        ]
-    return SearchSpace(params=tuple(params), resolution=resolution, min_feature_size=min_feature)
+    if "type" not in value:
+        raise ValueError(f"{where}: missing key 'type'; allowed types: {', '.join(KINDS)}")
+    kind = value["type"]
+    if kind not in KINDS:
+        raise ValueError(f"{where}.type: {kind!r} is not a type; allowed: {', '.join(KINDS)}")
+    unknown = [k for k in value if k not in DECLARATION_KEYS[kind]]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key {unknown[0]!r} for type {kind}; "
+            f"allowed: {', '.join(DECLARATION_KEYS[kind])}"
+        )
+    per_layer_of = value.get("per_layer_of")
+    if per_layer_of is not None and not isinstance(per_layer_of, str):
+        raise ValueError(f"{where}.per_layer_of must name a layer count parameter, got {per_layer_of!r}")
+    if kind == CATEGORICAL:
+        return Declaration(Param(name, CATEGORICAL, choices=_choices(where, value)), per_layer_of)
+    missing = [k for k in ("low", "high") if k not in value]
+    if missing:
+        raise ValueError(f"{where}: missing key {missing[0]!r}; a {kind} parameter needs low and high")
+    low, high = (_number(f"{where}.{k}", value[k], kind) for k in ("low", "high"))
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise ValueError(f"{where}.log must be true or false, got {log!r}")
+    if low > high:
+        raise ValueError(f"{where}: low must be <= high, got low={low} high={high}")
+    if log and low <= 0:
+        raise ValueError(f"{where}.low: a log-scaled range needs low > 0, got {low}")
+    return Declaration(Param(name, kind, low=low, high=high, log=log), per_layer_of)
+
+
+def _number(where: str, value: Any, kind: str) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if kind == INT:
+        if int(value) != value:
+            raise ValueError(f"{where} must be a whole number for an int parameter, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _choices(where: str, value: Mapping[str, Any]) -> tuple[Any, ...]:
+    choices = value.get("choices")
+    if not isinstance(choices, Sequence) or isinstance(choices, str) or not choices:
+        raise ValueError(f"{where}.choices must be a non-empty list, got {choices!r}")
+    if len(set(map(repr, choices))) != len(choices):
+        raise ValueError(f"{where}.choices has duplicates: {list(choices)}")
+    return tuple(choices)
+
+
+def _resolution_bound(value: Any, counts: Sequence[str]) -> ResolutionBound:
+    where = f"space.{RESOLUTION_BOUND}"
+    if not isinstance(value, Mapping) or sorted(value) != sorted(RESOLUTION_BOUND_KEYS):
+        raise ValueError(
+            f"{where} must be a mapping with exactly the keys {', '.join(RESOLUTION_BOUND_KEYS)}, "
+            f"got {value!r}"
+        )
+    if value["param"] not in counts:
+        raise ValueError(
+            f"{where}.param: {value['param']!r} is not a declared int parameter without "
+            f"per_layer_of; allowed: {counts}"
+        )
+    size = value["min_feature_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{where}.min_feature_size must be a whole number >= 1, got {size!r}")
+    return ResolutionBound(value["param"], size)

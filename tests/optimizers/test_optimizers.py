@@ -67,7 +67,7 @@ def objective(config: Mapping[str, Any], space: SearchSpace) -> float:
         (math.log10(config["learning_rate"]) + 2.0) ** 2 / 4
         + abs(math.log10(config["l2"]) + 4.0) / 3
         + (math.log10(config["l1"]) + 7.0) / 4
-        + (space.max_conv - n_conv) / max(1, space.max_conv - 1)
+        + (space["n_conv"].high - n_conv) / max(1, space["n_conv"].high - 1)
         + sum(abs(math.log2(f / 64)) for f in filters) / n_conv / 3
         + abs(math.log2(config["batch_size"] / 64)) / 2
         + 0.5 * (config["filter_size"] != 3)
@@ -194,7 +194,7 @@ class OptimizerContract:
         history = run(self.name, space, budget=budget, seed=3, trials=budget + 2)  # past the budget
         for config, _ in history:
             assert_in_space(config, space)
-            assert config["n_conv"] <= space.max_conv
+            assert config["n_conv"] <= space["n_conv"].high
         # the conditional parts were explored, not stuck at one architecture
         assert len({c["n_conv"] for c, _ in history}) > 1
         assert len({c["n_fc"] for c, _ in history}) > 1

@@ -19,7 +19,7 @@ from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 from iishpo.optimizers.base import Optimizer
 from iishpo.optimizers.settings import TPESettings
 from iishpo.seeds import Stream, derive_seed
-from iishpo.space import CATEGORICAL, INT, LAYER_PARAMS, Config, Param
+from iishpo.space import CATEGORICAL, INT, Config, Param
 
 
 
@@ -30,16 +30,13 @@ class _HyperoptOptimizer(Optimizer):
         super().__init__(*args, **kwargs)
         # hyperopt logs several INFO lines per proposal; the stage log reports progress itself
         logging.getLogger("hyperopt").setLevel(logging.WARNING)
-        self._layer_parents = set(LAYER_PARAMS.values())
-        self._children = {
-            parent: [p for p in self.space.params if p.active_if and p.active_if[0] == parent]
-            for parent in self._layer_parents
-        }
+        # a layer count becomes an hp.choice of one branch per count, holding its layers
+        self._children = {count: self.space.layers_of(count) for count in self.space.layer_counts}
         expr = {}
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            expr[p.name] = self._branches(p) if p.name in self._layer_parents else _hp(p, p.name)
+            expr[p.name] = self._branches(p) if p.name in self._children else _hp(p, p.name)
         self._domain = Domain(lambda _: 0.0, expr)
         self._trials = Trials()
         self._pending: tuple[int, dict[str, list[Any]]] | None = None
@@ -63,7 +60,7 @@ class _HyperoptOptimizer(Optimizer):
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            if p.name in self._layer_parents:
+            if p.name in self._children:
                 count = int(p.low) + int(vals[p.name][0])  # type: ignore[arg-type]
                 config[p.name] = count
                 for child in self._children[p.name]:
@@ -78,7 +75,7 @@ class _HyperoptOptimizer(Optimizer):
         for p in self.space.params:
             if p.active_if is not None:
                 continue
-            if p.name in self._layer_parents:
+            if p.name in self._children:
                 count = int(config[p.name])
                 vals[p.name] = [count - int(p.low)]  # type: ignore[arg-type]
                 for child in self._children[p.name]:

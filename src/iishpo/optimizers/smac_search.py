@@ -270,12 +270,8 @@ def _hyperparameter(p: Param) -> Any:
     return UniformIntegerHyperparameter(p.name, int(low), int(high), log=p.log)
 
 
-def _values(p: Param) -> list[Any]:
-    """Every value of a layer count (a categorical or integer parameter)."""
-    if p.kind == CATEGORICAL:
-        return list(p.choices)  # type: ignore[arg-type]
-    if p.kind == FLOAT:
-        raise ValueError(f"{p.name}: a float parameter cannot enable layers; use int or choices")
+def _values(p: Param) -> list[int]:
+    """Every value of a layer count (an int parameter: the space checks that)."""
     return list(range(int(p.low), int(p.high) + 1))  # type: ignore[arg-type]
 
 
