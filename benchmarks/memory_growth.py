@@ -71,17 +71,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
     import iishpo.stage as stage_module
-    from iishpo import training
+    from iishpo.classifier import Classifier
     from iishpo.config import load_settings
     from iishpo.data.prepare import prepare_dataset
     from iishpo.data.sources import fetch
+    from iishpo.runtime import configure_training
     from iishpo.stage import StageKey, run_stage
+
+    configure_training()
 
     overrides = [*OVERRIDES, f"study.budget={args.evaluations}"]
     settings = load_settings(overrides, config_dir=REPO / "conf")
     rows: list[tuple[int, float, float]] = []
     evaluate_trial = stage_module.evaluate_trial
-    real_step = training.Classifier.training_step
+    real_step = Classifier.training_step
 
     def failing_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         if batch_idx == 0 and self.current_epoch == 0:
@@ -91,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     def measured(config, data, trainer_settings, seed):  # type: ignore[no-untyped-def]
         number = len(rows) + 1
         fail = args.fail_every and number % args.fail_every == 0
-        training.Classifier.training_step = failing_step if fail else real_step  # type: ignore[method-assign]
+        Classifier.training_step = failing_step if fail else real_step  # type: ignore[method-assign]
         try:
             return evaluate_trial(config, data, trainer_settings, seed)
         finally:
-            training.Classifier.training_step = real_step  # type: ignore[method-assign]
+            Classifier.training_step = real_step  # type: ignore[method-assign]
             rows.append((number, peak_rss_mb(), rss_mb()))
             if number in (1, args.early) or number % 25 == 0:
                 print(f"evaluation {number:4d}: peak RSS {rows[-1][1]:7.1f} MB, RSS {rows[-1][2]:7.1f} MB", flush=True)

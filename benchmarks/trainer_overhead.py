@@ -19,12 +19,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from iishpo.batches import Batches, TrainingData
 from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.data.splits import load_splits
+from iishpo.device import device_for
 from iishpo.model import build_cnn
-from iishpo.training import Batches, TrainingData, device_for, train
+from iishpo.runtime import configure_training
+from iishpo.training import train
 
 CONFIG = {
     "learning_rate": 0.03, "batch_size": 32, "l1": 1e-7, "l2": 1e-5, "filter_size": 3,
@@ -62,6 +65,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    configure_training()
     torch.set_num_threads(1)
     settings = load_settings([f"study.ladder=[8,16,{args.resolution}]"])
     # a patience beyond max_epochs makes Lightning run exactly `epochs` epochs too

@@ -1,14 +1,18 @@
-"""Test-set evaluation: the best trial is retrained and scored, with either protocol."""
+"""Test-set evaluation: the best trial is retrained on the right images and scored, with either protocol."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import TINY, compose
+from iishpo.batches import TrainingData
+from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.evaluation import evaluate_test
 from iishpo.store import Trial, TrialStore
@@ -35,10 +39,19 @@ def _trials(path: Path) -> Path:
     return path
 
 
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.cpu()}
+
+
 @pytest.mark.parametrize(
     ("folds", "metric"), [(False, "accuracy"), (True, "accuracy"), (False, "mean_class_accuracy")]
 )
-def test_best_trial_is_retrained_and_scored(tmp_path: Path, folds: bool, metric: str) -> None:
+def test_best_trial_is_retrained_and_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, folds: bool, metric: str
+) -> None:
+    """The best trial is retrained on the training images of its protocol and never sees
+    the test images. With folds the train and val labels are inverted: only a model
+    trained on the pool's folds can score well on the test set."""
     rng = np.random.default_rng(0)
     x = {}
     y = {}
@@ -46,15 +59,42 @@ def test_best_trial_is_retrained_and_scored(tmp_path: Path, folds: bool, metric:
         x[split], y[split] = _images(rng, n)
     extra: dict = {}
     if folds:  # STL-10's protocol: train on each fold of the pool, average the test scores
+        y["train"], y["val"] = 1 - y["train"], 1 - y["val"]
         pool_x, pool_y = _images(rng, 60)
         extra = {"pool_x": pool_x, "pool_y": pool_y, "test_folds": [np.arange(i, 60, 3) for i in range(3)]}
-    save_splits(ImageSplits(x, y, ["dark", "bright"], **extra), tmp_path / "8px.npz")
+    splits = ImageSplits(x, y, ["dark", "bright"], **extra)
+    save_splits(splits, tmp_path / "8px.npz")
     settings = compose(
         *TINY, "trainer.max_epochs=6", "trainer.patience=3", f"datasets.synthetic.test_metric={metric}"
     )
+    trained: list[set[bytes]] = []  # the images of each training's steps
+    validated: set[bytes] = set()
+    step, validation_step = Classifier.training_step, Classifier.validation_step
+
+    def training_spy(self: Classifier, batch: Any, batch_idx: int) -> Any:
+        if batch_idx == 0 and self.current_epoch == 0:
+            trained.append(set())
+        trained[-1] |= _rows(batch[0])
+        return step(self, batch, batch_idx)
+
+    def validation_spy(self: Classifier, batch: Any, batch_idx: int) -> None:
+        validated.update(_rows(batch[0]))
+        validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", training_spy)
+    monkeypatch.setattr(Classifier, "validation_step", validation_spy)
     out = evaluate_test(
         settings, "synthetic", 0, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
     )
+
+    tensors = TrainingData(splits, torch.device("cpu"))  # the same normalisation as the run's
+    test_rows = _rows(tensors.tensors["test"].x)
+    assert not validated & test_rows and not any(rows & test_rows for rows in trained)
+    if folds:
+        pool = tensors.tensor(splits.pool_x, splits.pool_y).x
+        assert trained == [_rows(pool[fold]) for fold in splits.test_folds]
+    else:
+        assert trained == [_rows(tensors.tensors["train"].x)]
     assert out["metric"] == metric
     assert out["config"] == CONFIG and out["val_error"] == 0.1 and out["trial"] == 1
     assert len(out["fold_scores"]) == (3 if folds else 1)

@@ -24,10 +24,11 @@ import yaml
 
 from helpers import CONF, REPO, TINY, compose
 from iishpo import stage as stage_module
-from iishpo import training
+from iishpo.classifier import Classifier
 from iishpo.config import ConfigError, Settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
+from iishpo.memory import estimate_memory_mb
 from iishpo.space import build_space
 from iishpo.stage import (
     JOURNAL,
@@ -39,7 +40,6 @@ from iishpo.stage import (
     run_stage,
 )
 from iishpo.store import WORST_LOSS, Trial, TrialStore, read_trials
-from iishpo.training import estimate_memory_mb
 
 BUDGET = 6
 #: one standard-strategy stage of TPE (model-based, so replay matters) at 32 px
@@ -254,7 +254,7 @@ def test_signals_inside_training_and_while_recording(
     assert [t.number for t in read_trials(out / JOURNAL)] == [0, 1]  # the trial being written is kept
     monkeypatch.undo()
 
-    step = training.Classifier.training_step
+    step = Classifier.training_step
     evaluations: list[int] = []
     real_evaluate = stage_module.evaluate_trial
 
@@ -262,13 +262,13 @@ def test_signals_inside_training_and_while_recording(
         evaluations.append(1)
         return real_evaluate(*args, **kwargs)
 
-    def step_interrupted(self: training.Classifier, batch: Any, batch_idx: int) -> Any:
+    def step_interrupted(self: Classifier, batch: Any, batch_idx: int) -> Any:
         if len(evaluations) == 2 and self.current_epoch == 1:
             os.kill(os.getpid(), signal.SIGTERM)
         return step(self, batch, batch_idx)
 
     monkeypatch.setattr(stage_module, "evaluate_trial", counting_evaluate)
-    monkeypatch.setattr(training.Classifier, "training_step", step_interrupted)
+    monkeypatch.setattr(Classifier, "training_step", step_interrupted)
     with pytest.raises(StageInterrupted) as stop:
         run_stage(settings, KEY, data, None, out)
     assert stop.value.code == 143
@@ -358,26 +358,26 @@ def test_diverging_oversized_and_raising_trials_fail_and_the_stage_goes_on(
         {**SMALL, "learning_rate": 0.0234},  # the allocator refuses
     ]
     ranges = ranges_file(tmp_path / "ranges.json", settings, (1e-4, 1e31), initial)
-    step = training.Classifier.training_step
+    step = Classifier.training_step
 
-    def misbehaving_step(self: training.Classifier, batch: Any, batch_idx: int) -> Any:
+    def misbehaving_step(self: Classifier, batch: Any, batch_idx: int) -> Any:
         if math.isclose(self.lr, 0.0123):
             raise ZeroDivisionError("injected bug")
         if math.isclose(self.lr, 0.0234):
             raise MemoryError("injected: cannot allocate")
         return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(training.Classifier, "training_step", misbehaving_step)
+    monkeypatch.setattr(Classifier, "training_step", misbehaving_step)
     told = spy_on_tell(monkeypatch)
     summary = run_stage(settings, KEY, data_dir / DATA, ranges, tmp_path / "out")
 
     trials = read_trials(tmp_path / "out" / TRIALS)
     assert [t.status for t in trials] == ["failed", "failed", "ok", "failed", "failed"]
     errors = [t.error or "" for t in trials]
-    assert errors[0].startswith("TrialFailed: loss became ")
-    assert errors[1].startswith("TrialFailed: out of memory: needs ~") and f"> memory_limit_mb={limit:g}" in errors[1]
+    assert errors[0].startswith("Diverged: loss became ")
+    assert errors[1].startswith("MemoryLimitExceeded: needs ~") and f"> trainer.memory_limit_mb={limit:g}" in errors[1]
     assert errors[3] == "ZeroDivisionError: injected bug"
-    assert errors[4].startswith("TrialFailed: out of memory: MemoryError")
+    assert errors[4] == "OutOfMemory: MemoryError: injected: cannot allocate"
     assert [t.loss for t in trials] == told == [WORST_LOSS, WORST_LOSS, trials[2].val_error, WORST_LOSS, WORST_LOSS]
     assert all(t.val_error is None for t in trials if not t.ok)
     assert summary["n_failed"] == 4 and summary["best"]["number"] == 2

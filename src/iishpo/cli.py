@@ -14,8 +14,12 @@ import sys
 from pathlib import Path
 
 from iishpo.config import ConfigError, load_settings
+from iishpo.runtime import configure_training
 
 log = logging.getLogger("iishpo")
+
+#: the commands that train models, in a process configured for it before the first training
+TRAINING_COMMANDS = ("run-stage", "evaluate-test")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"iishpo: configuration error: {err}", file=sys.stderr)
         return 2
+    if args.command in TRAINING_COMMANDS:
+        configure_training()
     if args.command == "check":
         study = settings.study
         print(json.dumps({"study": study.name, "runs": [

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iishpo.batches import TrainingData
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
-from iishpo.seeds import Stream, derive_seed
+from iishpo.device import device_for
 from iishpo.provenance import device_description, provenance
+from iishpo.seeds import Stream, derive_seed
 from iishpo.store import ranked, read_trials, write_json_atomic
-from iishpo.training import TrainingData, device_for, evaluate, train
+from iishpo.training import evaluate, train
 
 log = logging.getLogger(__name__)
 

@@ -46,14 +46,18 @@ from typing import Self
 
 import torch
 
+from iishpo.batches import TrainingData
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
+from iishpo.device import device_for
+from iishpo.failures import TrialFailed, failure_cause, failure_record
+from iishpo.memory import release_memory
 from iishpo.optimizers import create_optimizer
 from iishpo.seeds import Stream, derive_seed
 from iishpo.provenance import device_description, provenance
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic, write_json_atomic
-from iishpo.training import TrainingData, TrialFailed, device_for, evaluate_trial, release_memory
+from iishpo.training import evaluate_trial
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +226,7 @@ def _run(
             epochs, best_epoch = result.epochs, result.best_epoch
         except Exception as err:  # whatever one configuration raises fails that trial only
             wall = time.perf_counter() - began
-            status, val_error, loss, error = "failed", None, WORST_LOSS, f"{type(err).__name__}: {err}"
+            status, val_error, loss, error = "failed", None, WORST_LOSS, failure_record(err)
             epochs, best_epoch = 0, -1
             if not isinstance(err, TrialFailed):  # unexpected: keep the traceback in the log
                 log.warning("%s: evaluation %d raised", key.label(), number + 1, exc_info=True)
@@ -250,16 +254,6 @@ def _run(
     store.path.unlink()
     _fsync_dir(out_dir)
     return summary
-
-
-def failure_cause(error: str) -> str:
-    """The kind of a failed trial's error, for counting causes."""
-    text = error.lower()
-    if "out of memory" in text or "can't allocate memory" in text or "memory_limit_mb" in text:
-        return "out of memory"
-    if "loss became" in text:
-        return "diverged (non-finite loss)"
-    return error.split(":", 1)[0]
 
 
 def _check_failures(

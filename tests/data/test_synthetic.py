@@ -120,7 +120,9 @@ def test_fine_detail_needs_the_largest_resolution(tmp_path: Path) -> None:
     shape, i.e. it stays near the shape-only ceiling of 1 - 1/n_textures error."""
     import torch
 
-    from iishpo.training import TrainingData, device_for, train
+    from iishpo.batches import TrainingData
+    from iishpo.device import device_for
+    from iishpo.training import train
 
     settings = compose()
     cfg = settings.datasets["synthetic"]

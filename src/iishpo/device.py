@@ -1,0 +1,17 @@
+"""Which device a process trains on, from ``trainer.accelerator``."""
+
+from __future__ import annotations
+
+import torch
+
+
+def device_for(accelerator: str) -> torch.device:
+    """``auto`` takes a CUDA GPU, else Apple's MPS, else the CPU; ``gpu``/``cuda``
+    insists on a CUDA GPU (a job that asked for one must not fall back silently)."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"trainer.accelerator={accelerator!r} but no CUDA GPU is visible")
+        return torch.device("cuda")
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")

@@ -1,0 +1,46 @@
+"""Process-wide settings for a process that trains many models: applied on request only.
+
+Importing an ``iishpo`` module changes nothing global; the job entry points (``python -m
+iishpo run-stage`` and ``evaluate-test``, the benchmarks) call :func:`configure_training`
+once, before the first training.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+#: PyTorch's CPU convolutions (oneDNN) keep compiled kernels per input shape in two LRU
+#: caches of 1024 entries each (oneDNN's primitive cache and ideep's). Hundreds of
+#: differently shaped configurations fill them: a stage grew by ~0.3 MB per evaluation,
+#: 14% of its RSS over 200 evaluations (benchmarks/memory_growth.py). One evaluation needs
+#: at most ~50 entries (6 conv layers x forward/backward x batch shapes), so 128 keeps
+#: every training as fast and the process flat. Both are read at the first convolution.
+KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128", "LRU_CACHE_CAPACITY": "128"}
+
+#: Lightning's per-fit INFO lines (devices, precision, ...) would repeat for every trial
+QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+
+#: warnings that hold for every training of a stage and say nothing about this one: the
+#: data are in-memory tensors (no workers), tiny splits give few batches, a visible GPU is
+#: deliberately left unused when ``trainer.accelerator=cpu``, and Lightning calls a
+#: deprecated PyTorch API (``LeafSpec``)
+EXPECTED_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*number of training batches.*",
+    ".*GPU available but not used.*",
+    ".*LeafSpec.*",
+)
+
+
+def configure_training() -> None:
+    """Cap the convolution kernel caches (a value already in the environment wins),
+    quiet Lightning's loggers to WARNING and ignore the expected warnings. Call it
+    before the first convolution; calling it again changes nothing."""
+    for name, capacity in KERNEL_CACHES.items():
+        os.environ.setdefault(name, capacity)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)

@@ -1,0 +1,238 @@
+"""Training and scoring, each number checked against a value computed by hand: the
+penalties in the loss, the restored best epoch, the test metrics; and that importing the
+package changes nothing global until an entry point asks for it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import CONF, REPO, TINY, compose
+from iishpo.batches import TensorSplit, TrainingData
+from iishpo.classifier import Classifier
+from iishpo.data.splits import ImageSplits
+from iishpo.failures import Diverged
+from iishpo.model import build_cnn
+from iishpo.runtime import EXPECTED_WARNINGS, KERNEL_CACHES, QUIET_LOGGERS
+from iishpo.training import evaluate, train
+
+CONFIG = {
+    "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0, "filter_size": 3,
+    "n_conv": 2, "n_fc": 1, "conv_filters_0": 4, "conv_filters_1": 6, "fc_units_0": 8,
+}
+CPU = torch.device("cpu")
+
+
+def brightness_splits(seed: int = 0) -> ImageSplits:
+    """Two classes told apart by brightness (learnable in an epoch or two), 8 px, grey."""
+    rng = np.random.default_rng(seed)
+    x, y = {}, {}
+    for split, n in (("train", 48), ("val", 24), ("test", 24)):
+        y[split] = np.arange(n) % 2
+        x[split] = (rng.uniform(0, 80, (n, 8, 8, 1)) + 150 * y[split][:, None, None, None]).astype(np.uint8)
+    return ImageSplits(x, y, ["dark", "bright"])
+
+
+# -- the loss ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("l1", "l2"), [(0.01, 0.0), (0.0, 0.03), (0.01, 0.03)])
+def test_penalties_add_l1_and_l2_of_the_weights_not_the_biases(l1: float, l2: float) -> None:
+    torch.manual_seed(0)
+    net = build_cnn(CONFIG, 1, 8, 3)
+    layers = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert len(layers) == CONFIG["n_conv"] + CONFIG["n_fc"] + 1
+    with torch.no_grad():  # biases far from zero: counting them would show
+        for layer in layers:
+            layer.bias.fill_(3.0)
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    plain = Classifier(net, 0.1, 0.9, 0.0, 0.0).training_step((x, y), 0)
+    penalised = Classifier(net, 0.1, 0.9, l1, l2).training_step((x, y), 0)
+    by_hand = sum(
+        l1 * float(np.abs(w).sum()) + l2 * float((w.astype(np.float64) ** 2).sum())
+        for w in (layer.weight.detach().numpy() for layer in layers)
+    )
+    assert by_hand > 0.1  # large enough to tell from float32 rounding of the cross-entropy
+    assert float(penalised.detach() - plain.detach()) == pytest.approx(by_hand, rel=1e-5)
+
+
+# -- the restored weights ---------------------------------------------------------------
+
+
+def test_the_returned_weights_are_the_best_validation_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From epoch ``SPOILED`` on, the weights are zeroed before validation (the model then
+    predicts one class: 50% error), so the best epoch is an early one; the weights
+    returned must be exactly those that epoch was validated with."""
+    spoiled = 3
+    data = TrainingData(brightness_splits(), CPU)
+    val = data.tensors["val"]
+    errors: list[float] = []
+    states: list[dict[str, torch.Tensor]] = []
+
+    def spoil(self: Classifier) -> None:
+        if self.current_epoch >= spoiled:
+            with torch.no_grad():
+                for p in self.net.parameters():
+                    p.zero_()
+
+    record = Classifier.on_validation_epoch_end
+
+    def recording(self: Classifier) -> None:
+        with torch.no_grad():
+            errors.append(float((self.net(val.x).argmax(1) != val.y).float().mean()))
+        states.append({k: v.detach().clone() for k, v in self.net.state_dict().items()})
+        record(self)
+
+    monkeypatch.setattr(Classifier, "on_validation_epoch_start", spoil)
+    monkeypatch.setattr(Classifier, "on_validation_epoch_end", recording)
+    settings = compose(*TINY, "trainer.max_epochs=6", "trainer.patience=10").trainer
+    result, module = train(CONFIG, data, settings, seed=0)
+
+    assert len(errors) == 6 and result.epochs == 6
+    best = int(np.argmin(errors))  # the earliest of equal errors
+    assert best < spoiled and errors[best] < min(errors[spoiled:]) == 0.5, errors
+    assert result.best_epoch == best and result.val_error == pytest.approx(errors[best])
+    final = module.net.state_dict()
+    assert final.keys() == states[best].keys()
+    for name, tensor in states[best].items():
+        assert torch.equal(final[name], tensor), name
+
+
+# -- divergence -------------------------------------------------------------------------
+
+
+def test_a_huge_learning_rate_diverges() -> None:
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY).trainer
+    with pytest.raises(Diverged, match="loss became (nan|inf)"):
+        train({**CONFIG, "learning_rate": 1e30}, data, settings, seed=0)
+
+
+# -- test metrics -----------------------------------------------------------------------
+
+
+class PixelIsPrediction(nn.Module):
+    """A fixed 'network' whose prediction is the value of an image's single pixel."""
+
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(x[:, 0, 0, 0].round().long(), self.n_classes).float()
+
+
+@pytest.mark.parametrize(("metric", "by_hand"), [("accuracy", 7 / 10), ("mean_class_accuracy", (1 + 1 / 3 + 0) / 3)])
+def test_metrics_on_an_imbalanced_test_set(metric: str, by_hand: float) -> None:
+    """Class 0: 6 images, all right; class 1: 3 images, 1 right; class 2: 1 image, wrong;
+    class 3: no image (not averaged). Plain accuracy 7/10, mean per-class accuracy 4/9."""
+    truth = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2])
+    predicted = np.array([0, 0, 0, 0, 0, 0, 1, 0, 2, 1])
+    images = predicted.astype(np.uint8).reshape(-1, 1, 1, 1)
+    split = TensorSplit(images, truth, CPU, mean=0.0, std=1 / 255)  # normalised pixel = prediction
+    module = Classifier(PixelIsPrediction(4), 0.1, 0.9, 0.0, 0.0)
+    assert evaluate(module, split, batch_size=4, metric=metric, n_classes=4) == pytest.approx(by_hand)
+
+
+# -- nothing global at import -----------------------------------------------------------
+
+GLOBAL_STATE = """
+import ast, importlib, importlib.util, json, logging, os, pkgutil, sys, warnings
+from pathlib import Path
+
+PACKAGE = importlib.util.find_spec("iishpo").submodule_search_locations  # not imported yet
+
+# Third-party state settles first, so that only iishpo's own effects count (scikit-learn,
+# under SMAC, sets KMP_* variables when imported).
+for source in Path(PACKAGE[0]).rglob("*.py"):
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] not in ("iishpo", "__future__"):
+                try:
+                    importlib.import_module(name)
+                except ImportError:  # an optional package, imported where it is used
+                    pass
+
+QUIET = {quiet!r}
+CACHES = {caches!r}
+
+def snapshot():
+    return {{
+        "env": dict(os.environ),
+        "levels": {{name: logging.getLogger(name).level for name in QUIET}},
+        "filters": [repr(f) for f in warnings.filters],
+    }}
+
+before = snapshot()
+import iishpo
+modules = sorted(
+    m.name for m in pkgutil.walk_packages(PACKAGE, "iishpo.") if m.name != "iishpo.__main__"
+)
+for name in modules:
+    importlib.import_module(name)
+after_import = snapshot()
+
+# the training commands configure the process before they train
+import iishpo.evaluation, iishpo.stage
+from iishpo import cli
+seen = {{}}
+iishpo.stage.run_stage = lambda *a, **k: seen.setdefault("run-stage", snapshot())
+iishpo.evaluation.evaluate_test = lambda *a, **k: seen.setdefault("evaluate-test", snapshot())
+common = ["--dataset", "synthetic", "--seed", "0", "--data", "x.npz"]
+cli.main(["run-stage", *common, "--optimizer", "random", "--strategy", "standard", "--stage", "0", "--out-dir", "o"])
+for name in CACHES:  # as a fresh process would have them
+    if name != "LRU_CACHE_CAPACITY":
+        os.environ.pop(name, None)
+for name in QUIET:
+    logging.getLogger(name).setLevel(logging.NOTSET)
+cli.main(["evaluate-test", *common, "--trials", "t.jsonl", "--output", "o.json"])
+print(json.dumps({{"modules": modules, "before": before, "after_import": after_import, "seen": seen}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def global_state() -> dict[str, Any]:
+    """Import every iishpo module, then run both training commands, in a fresh process
+    whose environment already sets one of the kernel caches."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_CACHES}
+    env.update(LRU_CACHE_CAPACITY="7", IISHPO_CONF=str(CONF))
+    script = GLOBAL_STATE.format(quiet=QUIET_LOGGERS, caches=tuple(KERNEL_CACHES))
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_any_module_changes_nothing_global(global_state: dict[str, Any]) -> None:
+    assert {"iishpo.training", "iishpo.stage", "iishpo.memory", "iishpo.runtime"} <= set(global_state["modules"])
+    before, after = global_state["before"], global_state["after_import"]
+    assert after["env"] == before["env"]
+    assert after["levels"] == before["levels"]
+    assert after["filters"] == before["filters"]
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in after["env"]
+
+
+@pytest.mark.parametrize("command", ["run-stage", "evaluate-test"])
+def test_the_training_commands_configure_the_process_first(global_state: dict[str, Any], command: str) -> None:
+    seen = global_state["seen"][command]
+    assert seen["env"]["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == KERNEL_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
+    assert seen["env"]["LRU_CACHE_CAPACITY"] == "7"  # a value already in the environment wins
+    assert set(seen["levels"].values()) == {logging.WARNING}
+    for message in EXPECTED_WARNINGS:
+        assert any(f.startswith(f"('ignore', re.compile({message!r}") for f in seen["filters"]), message
