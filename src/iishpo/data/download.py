@@ -147,13 +147,14 @@ def _open(url: str, offset: int) -> Iterator[tuple[BinaryIO, int | None, int]]:
 
 def _copy(stream: BinaryIO, out: BinaryIO, total: int | None, name: str) -> None:
     """Copy until end of stream, logging progress every tenth of a large file."""
-    step = total // 10 if total and total >= PROGRESS_MIN_BYTES else 0
+    size = total or 0
+    step = size // 10 if size >= PROGRESS_MIN_BYTES else 0
     next_mark = (out.tell() // step + 1) * step if step else 0
     while block := stream.read(CHUNK):
         out.write(block)
         if step and out.tell() >= next_mark:
-            log.info("%s: %d%% (%.1f of %.1f MB)", name, 100 * out.tell() // total,
-                     out.tell() / 1e6, total / 1e6)
+            log.info("%s: %d%% (%.1f of %.1f MB)", name, 100 * out.tell() // size,
+                     out.tell() / 1e6, size / 1e6)
             next_mark += step
     if total is not None and out.tell() < total:
         raise ConnectionError(f"connection closed after {out.tell()} of {total} bytes")

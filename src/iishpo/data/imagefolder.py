@@ -153,8 +153,8 @@ def _labelled(classes: Mapping[str, list[Path]], names: list[str]) -> list[Sampl
 def _given_splits(root: Path, splits: set[str], help_text: str) -> dict[str, dict[str, list[Path]]]:
     """Class folders of each split folder; class names come from ``train``."""
     per_split = {s: list_classes(root / s, help_text) for s in SPLITS if s in splits}
-    for split in per_split:
-        extra = sorted(set(per_split[split]) - set(per_split["train"]))
+    for split, classes in per_split.items():
+        extra = sorted(set(classes) - set(per_split["train"]))
         if extra:
             raise ValueError(f"{root / split} has classes {extra} that {root / 'train'} lacks")
     return per_split

@@ -48,7 +48,7 @@ class RawDataset:
     """
 
     class_names: list[str]
-    samples: dict[str, Sequence[Sample]]
+    samples: Mapping[str, Sequence[Sample]]
     pool: Sequence[Sample] = ()
     test_folds: list[np.ndarray] = field(default_factory=list)
 
