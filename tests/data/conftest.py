@@ -1,7 +1,7 @@
 """A loopback HTTP server and miniature archives in the exact upstream formats.
 
 The server (127.0.0.1, random port, one thread per request) answers ``Range`` requests
-with 206, and can be told to cut a transfer after some bytes or to answer with an error
+with 206 (416 when the range starts at or after the end), and can be told to cut a transfer after some bytes or to answer with an error
 status, so the real download code runs against it end to end.
 """
 
@@ -55,6 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
         data, start = state.files[name], 0
         if header and state.ranges:
             start = int(header.removeprefix("bytes=").split("-")[0])
+            if start >= len(data):  # as Apache and nginx answer
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
@@ -224,10 +230,11 @@ def stl10() -> STL10:
 
 
 def leftovers(directory: Path) -> list[str]:
-    """Temporary files or folders a failed step may have left in ``directory``."""
+    """Temporary or partial files or folders a step may have left in ``directory``."""
     if not directory.exists():
         return []
-    return sorted(p.name for p in directory.rglob("*") if p.name.endswith((".part", ".old", ".tmp")))
+    return sorted(p.name for p in directory.rglob("*")
+                  if p.name.endswith((".part", ".old", ".tmp", download.PARTIAL)))
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import socket
 import tarfile
 import zipfile
@@ -46,13 +47,69 @@ def test_restarts_when_the_server_ignores_range(server, tmp_path):
     assert dest.read_bytes() == PAYLOAD
 
 
-def test_gives_up_after_repeated_drops_and_leaves_nothing(server, tmp_path, kit):
+def test_a_download_broken_in_one_run_resumes_in_the_next(server, tmp_path, kit):
     server.files["blob.bin"] = PAYLOAD
-    server.cut_after["blob.bin"] = [10] * download.RETRIES
+    # every attempt of the first run breaks: 100,000 bytes, then 10 more per retry
+    server.cut_after["blob.bin"] = [100_000] + [10] * (download.RETRIES - 1)
     url = f"{server.url}/blob.bin"
-    with pytest.raises(download.DownloadError, match=f"cannot download {url} after 4 attempts"):
-        download.fetch_file(url, tmp_path / "blob.bin", MD5, hint="Try a mirror")
-    assert list(tmp_path.iterdir()) == []
+    dest = tmp_path / "blob.bin"
+    partial = tmp_path / ".blob.bin.partial"
+    received = 100_000 + 10 * (download.RETRIES - 1)
+    with pytest.raises(download.DownloadError, match=(
+        rf"cannot download {re.escape(url)} after 4 attempts: .*; the {received} bytes received "
+        rf"are kept in {re.escape(str(partial))} and the next run resumes from there\. Try a mirror"
+    )):
+        download.fetch_file(url, dest, MD5, hint="Try a mirror")
+    assert not dest.exists() and partial.read_bytes() == PAYLOAD[:received]
+    server.requests.clear()
+    download.fetch_file(url, dest, MD5)
+    assert server.requests == [("blob.bin", f"bytes={received}-")]  # only the rest
+    assert dest.read_bytes() == PAYLOAD and kit.leftovers(tmp_path) == []
+
+
+def test_an_interrupted_run_keeps_its_partial_file(server, tmp_path, monkeypatch):
+    server.files["blob.bin"] = PAYLOAD
+    copy = download._copy
+
+    def interrupted(stream, out, total, name):
+        out.write(stream.read(5000))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "_copy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+    assert (tmp_path / ".blob.bin.partial").read_bytes() == PAYLOAD[:5000]
+    assert not (tmp_path / "blob.bin").exists()
+    monkeypatch.setattr(download, "_copy", copy)
+    download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+    assert server.requests[-1] == ("blob.bin", "bytes=5000-")
+    assert (tmp_path / "blob.bin").read_bytes() == PAYLOAD
+
+
+def test_a_partial_file_restarts_when_the_server_ignores_range(server, tmp_path, kit):
+    server.files["blob.bin"] = PAYLOAD
+    server.ranges = False
+    download.partial_of(tmp_path / "blob.bin").write_bytes(b"x" * 1000)  # not even a prefix
+    dest = download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+    assert server.requests == [("blob.bin", "bytes=1000-")]  # one answer: the whole file
+    assert dest.read_bytes() == PAYLOAD and kit.leftovers(tmp_path) == []
+
+
+def test_a_resumed_file_with_a_wrong_checksum_is_downloaded_whole(server, tmp_path, kit):
+    server.files["blob.bin"] = PAYLOAD
+    download.partial_of(tmp_path / "blob.bin").write_bytes(os.urandom(1000))  # another version
+    dest = download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+    assert server.requests == [("blob.bin", "bytes=1000-"), ("blob.bin", None)]
+    assert dest.read_bytes() == PAYLOAD and kit.leftovers(tmp_path) == []
+
+
+def test_a_complete_partial_file_is_verified_and_renamed(server, tmp_path, kit):
+    """A run killed between the last byte and the rename: the server answers 416."""
+    server.files["blob.bin"] = PAYLOAD
+    download.partial_of(tmp_path / "blob.bin").write_bytes(PAYLOAD)
+    dest = download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+    assert server.requests == [("blob.bin", f"bytes={len(PAYLOAD)}-")]
+    assert dest.read_bytes() == PAYLOAD and kit.leftovers(tmp_path) == []
 
 
 def test_http_404_names_the_url_and_the_hint(server, tmp_path):
@@ -220,12 +277,11 @@ def test_unpack_zip_and_reject_escaping_zip_member(tmp_path, kit):
     assert not (tmp_path / "out2").exists() and kit.leftovers(tmp_path) == []
 
 
-def test_temporaries_of_a_killed_run_are_removed(server, tmp_path, kit):
-    server.files["blob.bin"] = PAYLOAD
-    (tmp_path / ".blob.bin.abc123.part").write_bytes(b"half")
-    (tmp_path / ".out.xyz.part").mkdir()
-    download.fetch_file(f"{server.url}/blob.bin", tmp_path / "blob.bin", MD5)
+def test_temporaries_of_a_killed_unpack_are_removed(tmp_path, kit):
+    (tmp_path / ".out.abc123.part").mkdir()
+    (tmp_path / ".out.xyz789.old").mkdir()
     archive = tmp_path / "a.tgz"
     archive.write_bytes(kit.tar_bytes({"x.txt": b"x"}))
     download.unpack(archive, tmp_path / "out", "s")
+    assert (tmp_path / "out" / "x.txt").read_bytes() == b"x"
     assert kit.leftovers(tmp_path) == []

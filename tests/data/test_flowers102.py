@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from iishpo.config import compose_config
 from iishpo.data import download, sources
+from iishpo.data.paths import ROOT_ENV, resolve_paths
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.splits import load_splits
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_MIRROR = REPO.parent / "shared" / "data" / "flowers102-64"
+CONF = REPO / "conf"
 
 
 def _serve(server, release) -> None:
@@ -45,6 +49,30 @@ def test_download_and_prepare_follow_setid(server, flowers, tmp_path, kit):
     n_requests = len(server.requests)
     sources.fetch(cfg, raw)
     assert len(server.requests) == n_requests
+
+
+def test_prepared_pixels_are_the_centre_crop_resized_with_lanczos(server, flowers, tmp_path):
+    """Each prepared image, pixel for pixel, is its own source file (by setid's image id)
+    cropped to the centred square and resized with Lanczos, computed here with Pillow."""
+    _serve(server, flowers)
+    cfg = flowers.config(server.url)
+    sources.fetch(cfg, tmp_path / "raw")
+    outputs = _outputs(tmp_path, 8, 16, flowers.side)
+    prepare_dataset("flowers102", cfg, tmp_path / "raw", outputs)
+    with tarfile.open(fileobj=io.BytesIO(flowers.files["102flowers.tgz"])) as tf:
+        originals = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
+    width, height = flowers.side + 12, flowers.side
+    box = (6, 0, 6 + height, height)  # (52 - 40) / 2 = 6 columns cut on each side
+    for r, path in outputs.items():
+        data = load_splits(path)
+        for split, ids in flowers.ids.items():
+            for row, image_id in enumerate(ids):
+                with Image.open(io.BytesIO(originals[f"jpg/image_{image_id:05d}.jpg"])) as img:
+                    assert img.size == (width, height)
+                    square = img.convert("RGB").crop(box)
+                want = square if r == flowers.side else square.resize((r, r), Image.Resampling.LANCZOS)
+                np.testing.assert_array_equal(data.x[split][row], np.asarray(want),
+                                              err_msg=f"{split} image {image_id} at {r} px")
 
 
 def test_mirror_from_a_directory_and_a_file_url(flowers, tmp_path):
@@ -156,7 +184,7 @@ def test_bad_config_is_rejected_at_load(flowers):
 
 
 def test_every_dataset_config_composes():
-    cfg = compose_config([], REPO / "conf")["datasets"]
+    cfg = compose_config([], CONF)["datasets"]
     assert cfg["flowers102"]["url"].startswith("https://www.robots.ox.ac.uk/")
     for name in ("flowers102", "stl10"):
         sources.check(name, cfg[name])
@@ -167,11 +195,14 @@ def test_every_dataset_config_composes():
 
 def test_real_mirror_split_sizes(tmp_path, monkeypatch):
     """The flowers-cpu study's data, prepared at 16 px: the official split and 102 classes."""
-    if not (REAL_MIRROR / "102flowers.tgz").is_file():
-        pytest.skip(f"the real 102 Flowers mirror is not at {REAL_MIRROR}")
-    monkeypatch.chdir(REPO)  # the study's mirror path is relative to the repository root
-    cfg = compose_config(["study=flowers-cpu"], REPO / "conf")["datasets"]["flowers102"]
-    assert Path(cfg["mirror"]).resolve() == REAL_MIRROR.resolve()
+    monkeypatch.chdir(tmp_path)  # the study's relative mirror path does not depend on this
+    cfg = resolve_paths(compose_config(["study=flowers-cpu"], CONF), CONF)
+    mirror = Path(cfg["datasets"]["flowers102"]["mirror"])
+    if not (mirror / "102flowers.tgz").is_file():
+        pytest.skip(f"real 102 Flowers mirror not found: no {mirror / '102flowers.tgz'} (the "
+                    f"flowers-cpu study's mirror, relative to paths.root {cfg['paths']['root']}; "
+                    f"set {ROOT_ENV} to a directory where it is found to run this test)")
+    cfg = cfg["datasets"]["flowers102"]
     sources.fetch(cfg, tmp_path / "raw")
     prepare_dataset("flowers102", cfg, tmp_path / "raw", {16: tmp_path / "16.npz"})
     data = load_splits(tmp_path / "16.npz")

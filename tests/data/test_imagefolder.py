@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -80,12 +81,116 @@ def test_split_folders_with_a_class_unknown_to_train(tmp_path, kit):
         sources.fetch(_imagefolder(root), tmp_path / "raw")
 
 
-def test_incomplete_split_folders(tmp_path, kit):
+def test_train_and_val_folders_val_becomes_test(tmp_path, kit):
+    """The given val is the test split; validation is carved out of train per class."""
     root = tmp_path / "imgs"
-    _class_folders(root / "train", kit, {"cat": 2, "dog": 2})
+    _class_folders(root / "train", kit, {"cat": 10, "dog": 20})
+    _class_folders(root / "val", kit, {"cat": 3, "dog": 4})
+    cfg = _imagefolder(root)  # val : train = 0.2 : 0.6, so a quarter of each train class
+    sources.check("mine", cfg)
+    sources.fetch(cfg, tmp_path / "raw")
+    raw = sources.read(cfg, tmp_path / "raw")
+    assert raw.class_names == ["cat", "dog"]
+    counts = {s: np.bincount([y for _, y in raw.samples[s]], minlength=2).tolist()
+              for s in raw.samples}
+    assert counts == {"train": [7, 15], "val": [3, 5], "test": [3, 4]}
+    given_val = {p for p in (root / "val").rglob("*.png")}
+    assert {p for p, _ in raw.samples["test"]} == given_val
+    assert all(p.parts[-2] == raw.class_names[y] for s in raw.samples.values() for p, y in s)
+    carved = [p for s in ("train", "val") for p, _ in raw.samples[s]]
+    assert sorted(carved) == sorted((root / "train").rglob("*.png"))  # disjoint, all of train
+    other = sources.read({**cfg, "seed": 1}, tmp_path / "raw")
+    assert other.samples["val"] != raw.samples["val"]
+    assert other.samples["test"] == raw.samples["test"]
+
+
+def test_train_and_val_folders_too_small_to_carve(tmp_path, kit):
+    root = tmp_path / "imgs"
+    _class_folders(root / "train", kit, {"cat": 1, "dog": 1})
     _class_folders(root / "val", kit, {"cat": 1, "dog": 1})
-    with pytest.raises(ValueError, match=r"split folders \['train', 'val'\]; .*needs exactly"):
+    with pytest.raises(ValueError, match=r"splits \['val'\] would be empty"):
         sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+@pytest.mark.parametrize("folders", [["train"], ["val"], ["test"], ["train", "test"],
+                                     ["test", "val"], ["cat", "train", "val"]])
+def test_layouts_that_are_not_accepted(tmp_path, kit, folders):
+    root = tmp_path / "imgs"
+    for folder in folders:
+        _class_folders(root / folder, kit, {"cat": 2, "dog": 2} if folder != "cat" else {"x": 1})
+    (root / "other").write_text("a file, not a folder: ignored")
+    found = re.escape(f"{root} holds the folders {sorted(folders)}, which is no accepted layout")
+    allowed = re.escape("class folders <path>/<class>/<image>, split folders "
+                        "<path>/{train,val,test}/<class>/<image>, or <path>/{train,val}/<class>/<image>")
+    with pytest.raises(ValueError, match=f"{found}.*{allowed}"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def test_test_fraction_zero_makes_validation_the_test_split(tmp_path, kit):
+    cfg = _imagefolder(_class_folders(tmp_path / "imgs", kit, {"cat": 6, "dog": 9}),
+                       split_fractions={"train": 0.6, "val": 0.4, "test": 0.0})
+    sources.fetch(cfg, tmp_path / "raw")
+    prepare_dataset("mine", cfg, tmp_path / "raw", {8: tmp_path / "8.npz"})
+    data = load_splits(tmp_path / "8.npz")
+    assert np.bincount(data.y["val"]).tolist() == [2, 4]  # 0.4 of 6 and of 9, rounded
+    np.testing.assert_array_equal(data.x["test"], data.x["val"])
+    np.testing.assert_array_equal(data.y["test"], data.y["val"])
+    assert len(data.y["train"]) + len(data.y["val"]) == 15
+
+
+@pytest.mark.parametrize("layout", ["classes", "splits"])
+def test_fewer_than_two_classes(tmp_path, kit, layout):
+    root = tmp_path / "imgs"
+    if layout == "classes":
+        _class_folders(root, kit, {"cat": 5})
+        where = root
+    else:
+        for split in ("train", "val", "test"):
+            _class_folders(root / split, kit, {"cat": 2})
+        where = root / "train"
+    with pytest.raises(ValueError, match=rf"{re.escape(str(where))} holds 1 class folder\(s\), need at least 2"):
+        sources.fetch(_imagefolder(root), tmp_path / "raw")
+
+
+def _mac_junk(folder: Path) -> None:
+    """What macOS leaves in a folder and in a zip made with Finder."""
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    for image in list(folder.glob("*.png")):
+        (folder / f"._{image.name}").write_bytes(b"\0\5\26\7 AppleDouble")
+    (folder / ".thumbs").mkdir()
+    (folder / ".thumbs" / "a.png").write_bytes(b"not an image")
+
+
+def test_macos_and_hidden_files_are_ignored(tmp_path, kit):
+    root = _class_folders(tmp_path / "imgs", kit, {"cat": 4, "dog": 5})
+    images = sorted(root.rglob("*.png"))
+    for folder in (root, root / "cat", root / "dog"):
+        _mac_junk(folder)
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._S000_001_00000000.png").write_bytes(b"AppleDouble")
+    cfg = _imagefolder(root)
+    sources.fetch(cfg, tmp_path / "raw")
+    raw = sources.read(cfg, tmp_path / "raw")
+    assert raw.class_names == ["cat", "dog"]
+    assert sorted(p for s in raw.samples.values() for p, _ in s) == images
+    prepare_dataset("mine", cfg, tmp_path / "raw", {8: tmp_path / "8.npz"})  # decodes no junk
+
+
+def test_macos_zip_with_a_wrapping_folder(tmp_path, kit):
+    src = _class_folders(tmp_path / "src", kit, {"cat": 3, "dog": 3})
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(src.rglob("*.png")):
+            name = path.relative_to(src)
+            zf.write(path, f"mine/{name}")
+            zf.writestr(f"__MACOSX/mine/{name.parent}/._{name.name}", b"AppleDouble")
+        zf.writestr("mine/.DS_Store", b"Bud1")
+    cfg = _imagefolder(archive)
+    sources.fetch(cfg, tmp_path / "raw")
+    raw = sources.read(cfg, tmp_path / "raw")
+    assert raw.class_names == ["cat", "dog"]
+    assert sorted(p.name for s in raw.samples.values() for p, _ in s) == sorted(
+        p.name for p in src.rglob("*.png"))
 
 
 def test_class_folder_without_images(tmp_path, kit):

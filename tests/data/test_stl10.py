@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iishpo.data import download, sources
+from iishpo.data import download, prepare, sources
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.splits import load_splits
 
@@ -61,3 +61,22 @@ def test_resolution_larger_than_96(server, stl10, tmp_path):
     with pytest.raises(ValueError, match="96 px on its shorter side, smaller than the requested"):
         prepare_dataset("stl10", cfg, tmp_path / "raw", {128: tmp_path / "128.npz"})
     assert not (tmp_path / "128.npz").exists()
+
+
+def test_prepare_decodes_each_image_once(server, stl10, tmp_path, monkeypatch):
+    """The pool holds the train and validation images: copied, not decoded a second time."""
+    server.files["stl10_binary.tar.gz"] = stl10.archive
+    cfg = stl10.config(server.url)
+    sources.fetch(cfg, tmp_path / "raw")
+    decoded = []
+    decode = prepare._decode
+    monkeypatch.setattr(prepare, "_decode", lambda ref, mode: decoded.append(ref) or decode(ref, mode))
+    prepare.prepare_dataset("stl10", cfg, tmp_path / "raw", {32: tmp_path / "32.npz"})
+    assert len(decoded) == len(stl10.x_train) + len(stl10.x_test)
+    assert len({id(ref) for ref in decoded}) == len(decoded)
+    data = load_splits(tmp_path / "32.npz")
+    # the copies are the right images: the pool's fold 1 is the train split, the rest val
+    np.testing.assert_array_equal(data.pool_x[stl10.folds[0]], data.x["train"])
+    rest = np.setdiff1d(np.arange(len(stl10.x_train)), stl10.folds[0])
+    np.testing.assert_array_equal(data.pool_x[rest], data.x["val"])
+    np.testing.assert_array_equal(data.pool_y, stl10.y_train)

@@ -8,7 +8,9 @@ Details of what is accepted are those of :mod:`iishpo.data.imagefolder`.
 HPO split as Hinz et al. 2018: per class, 70% train and 30% validation (``seed``). The
 paper tests as Khorrami et al. 2015 (10-fold, subject-independent); subject ids are not
 part of this layout, so the validation split also serves as test split. A user who has a
-subject-independent split can give ``<path>/{train,val,test}/<emotion>/...`` instead.
+subject-independent split can give ``<path>/{train,val,test}/<emotion>/...`` instead, or
+``<path>/{train,val}/<emotion>/...`` (``val`` is then the test split and 30% of each
+emotion in ``train`` the validation split).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from iishpo.data import imagefolder
 from iishpo.data.sources import RawDataset
 
 FRACTIONS = {"train": 0.7, "val": 0.3, "test": 0.0}
+LOCATIONS = imagefolder.LOCATIONS
 HELP = (
     "CK+ is licence-gated: request it via http://www.jeffcohn.net/Resources/ (CK+ database), "
     "then set datasets.ckplus.path to a directory or a tar/zip archive with one folder per "
     "emotion holding its images, <path>/<emotion>/<image>.png (e.g. anger/S010_004_00000019.png), "
-    "or split folders <path>/{train,val,test}/<emotion>/<image>.png"
+    "or split folders <path>/{train,val,test}/<emotion>/<image>.png or "
+    "<path>/{train,val}/<emotion>/<image>.png (val becomes the test split; validation is "
+    "carved out of train)"
 )
 
 

@@ -1,9 +1,12 @@
 """Download and unpack data set files so that a failure never leaves a half-written file.
 
 A file comes from a *base location*: a local directory, a ``file://`` URL or an
-``http(s)://`` URL. It is written under a temporary name next to its destination, its
-checksum (md5 or sha256) is verified, and only then is it renamed into place; a broken
-HTTP transfer is retried and resumed with a ``Range`` request where the server allows it.
+``http(s)://`` URL. It is written to a partial file next to its destination
+(``.<name>.partial``), its checksum (md5 or sha256) is verified, and only then is it
+renamed into place. A broken HTTP transfer is retried and resumed with a ``Range`` request
+where the server allows it; when every retry fails, the partial file stays, and the next
+run resumes it (a server that ignores ``Range`` sends the whole file again, which replaces
+it). A resumed file whose checksum is wrong is downloaded whole once more.
 Archives (tar in any compression, or zip) are unpacked member by member into a temporary
 directory after each member has been checked not to escape it, then renamed into place.
 """
@@ -42,6 +45,8 @@ CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 8 << 20
 #: name of the file that marks a completely unpacked archive (holds the archive's stamp)
 STAMP = ".unpacked"
+#: suffix of the file a download is written to until it is verified
+PARTIAL = ".partial"
 
 Checksum = tuple[str, str]
 
@@ -86,9 +91,14 @@ def stamp_of(path: Path) -> str:
 
 def join(base: str, name: str) -> str:
     """The location of file ``name`` under ``base`` (URL or local directory)."""
-    if urlparse(base).scheme in ("http", "https", "file"):
+    if is_url(base):
         return base.rstrip("/") + "/" + quote(name)
     return str(Path(base) / name)
+
+
+def is_url(location: str) -> bool:
+    """``location`` is a ``file://`` or ``http(s)://`` URL, not a plain path."""
+    return urlparse(location).scheme in ("http", "https", "file")
 
 
 def _local_path(url: str) -> Path | None:
@@ -137,20 +147,21 @@ def _open(url: str, offset: int) -> Iterator[tuple[BinaryIO, int | None, int]]:
 
 def _copy(stream: BinaryIO, out: BinaryIO, total: int | None, name: str) -> None:
     """Copy until end of stream, logging progress every tenth of a large file."""
-    step = total // 10 if total and total >= PROGRESS_MIN_BYTES else 0
+    size = total or 0
+    step = size // 10 if size >= PROGRESS_MIN_BYTES else 0
     next_mark = (out.tell() // step + 1) * step if step else 0
     while block := stream.read(CHUNK):
         out.write(block)
         if step and out.tell() >= next_mark:
-            log.info("%s: %d%% (%.1f of %.1f MB)", name, 100 * out.tell() // total,
-                     out.tell() / 1e6, total / 1e6)
+            log.info("%s: %d%% (%.1f of %.1f MB)", name, 100 * out.tell() // size,
+                     out.tell() / 1e6, size / 1e6)
             next_mark += step
     if total is not None and out.tell() < total:
         raise ConnectionError(f"connection closed after {out.tell()} of {total} bytes")
 
 
 def _transfer(url: str, out: BinaryIO, name: str, hint: str) -> None:
-    """Fill ``out`` with the bytes at ``url``, retrying and resuming broken transfers."""
+    """Fill ``out`` with the bytes at ``url`` from ``out.tell()`` on, retrying and resuming."""
     local = _local_path(url) is not None
     for attempt in range(1, RETRIES + 1):
         try:
@@ -160,6 +171,10 @@ def _transfer(url: str, out: BinaryIO, name: str, hint: str) -> None:
                 _copy(stream, out, total, name)
             return
         except HTTPError as err:
+            if err.code == 416 and out.tell():
+                # nothing lies beyond what ``out`` holds: the checksum tells if it is whole
+                log.info("%s: the server has no bytes after %d; verifying them", name, out.tell())
+                return
             if err.code < 500:
                 raise DownloadError(f"cannot download {url}: HTTP {err.code} {err.reason}. {hint}") from err
             error: Exception = err
@@ -172,7 +187,9 @@ def _transfer(url: str, out: BinaryIO, name: str, hint: str) -> None:
                         name, url, out.tell(), error, attempt, RETRIES - 1)
             time.sleep(RETRY_DELAY_S * attempt)
     reason = error.reason if isinstance(error, URLError) else error
-    raise DownloadError(f"cannot download {url} after {RETRIES} attempts: {reason}. {hint}")
+    raise DownloadError(f"cannot download {url} after {RETRIES} attempts: {reason}; the "
+                        f"{out.tell()} bytes received are kept in {out.name} and the next run "
+                        f"resumes from there. {hint}")
 
 
 def _remove_stale(dest: Path) -> None:
@@ -185,10 +202,38 @@ def _remove_stale(dest: Path) -> None:
             stale.unlink()
 
 
+def partial_of(dest: Path) -> Path:
+    """Where ``dest`` is downloaded to until verified (hidden, next to it)."""
+    return dest.with_name(f".{dest.name}{PARTIAL}")
+
+
+def _download(url: str, partial: Path, name: str, hint: str) -> int:
+    """Append the rest of ``url`` to ``partial``; return the bytes it already held.
+
+    On failure ``partial`` keeps what arrived (an empty one is removed).
+    """
+    partial.touch()
+    try:
+        with partial.open("r+b") as out:
+            held = out.seek(0, os.SEEK_END)
+            if held:
+                log.info("%s: resuming %s after the %d bytes an earlier run left", name, url, held)
+            else:
+                log.info("%s: fetching %s", name, url)
+            _transfer(url, out, name, hint)
+    except BaseException:
+        if partial.stat().st_size == 0:
+            partial.unlink()
+        raise
+    return held
+
+
 def fetch_file(url: str, dest: Path, checksum: Checksum, hint: str = "") -> Path:
     """Make ``dest`` hold the verified file at ``url`` (kept as is if already verified).
 
     ``hint`` ends the error message of a failed download (e.g. which mirror setting to use).
+    A transfer that breaks leaves :func:`partial_of` ``(dest)`` for the next call to resume;
+    ``dest`` itself only ever holds a verified file.
     """
     algorithm, expected = checksum
     if dest.is_file():
@@ -197,24 +242,23 @@ def fetch_file(url: str, dest: Path, checksum: Checksum, hint: str = "") -> Path
             return dest
         log.warning("%s: present but its %s differs from %s; downloading again", dest, algorithm, expected)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        log.info("%s: fetching %s", dest.name, url)
-        with os.fdopen(fd, "w+b") as out:
-            _transfer(url, out, dest.name, hint)
-        got = file_digest(tmp, algorithm)
-        if got != expected:
-            raise ChecksumError(
-                f"checksum mismatch for {dest.name} from {url}: expected {algorithm} {expected}, "
-                f"got {got}; the download was deleted. A mirror whose files differ from the "
-                "official ones needs its own checksums (mirror_checksums)"
-            )
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    partial = partial_of(dest)
+    resumed = _download(url, partial, dest.name, hint)
+    got = file_digest(partial, algorithm)
+    if got != expected and resumed:
+        log.warning("%s: %s %s after resuming an earlier run's %d bytes (from another version "
+                    "of the file?); downloading it whole", dest.name, algorithm, got, resumed)
+        partial.unlink()
+        _download(url, partial, dest.name, hint)
+        got = file_digest(partial, algorithm)
+    if got != expected:
+        partial.unlink()
+        raise ChecksumError(
+            f"checksum mismatch for {dest.name} from {url}: expected {algorithm} {expected}, "
+            f"got {got}; the download was deleted. A mirror whose files differ from the "
+            "official ones needs its own checksums (mirror_checksums)"
+        )
+    os.replace(partial, dest)
     return dest
 
 
@@ -310,6 +354,9 @@ def unpack(archive: Path, target: Path, stamp: str, members: Collection[str] | N
 
 
 # --- data sets downloaded from a fixed list of files -------------------------------------
+
+#: the configuration key of a local mirror (see :mod:`iishpo.data.paths`)
+LOCATIONS = ("mirror",)
 
 
 def check_remote(cfg: Mapping[str, Any]) -> None:

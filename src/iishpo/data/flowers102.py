@@ -21,6 +21,7 @@ from iishpo.data.sources import RawDataset
 #: setid.mat variable -> split
 SPLIT_IDS = {"train": "trnid", "val": "valid", "test": "tstid"}
 IMAGES = "102flowers"
+LOCATIONS = download.LOCATIONS
 
 
 def check(cfg: Mapping[str, Any]) -> None:

@@ -1,15 +1,20 @@
 """Bring your own images: a directory (or tar/zip archive of one) with a folder per class.
 
-Two layouts are accepted under ``path``:
+Three layouts are accepted under ``path``:
 
 * class folders, ``<path>/<class>/<image>``: split per class by ``split_fractions`` with
   ``seed`` (stratified); ``test: 0`` makes the validation split serve as test split too;
-* split folders, ``<path>/{train,val,test}/<class>/<image>``: used as given.
+* split folders, ``<path>/{train,val,test}/<class>/<image>``: used as given;
+* train and val folders, ``<path>/{train,val}/<class>/<image>`` (the layout many public
+  data sets come in, whose own test labels are withheld): the given ``val`` becomes the
+  test split, and the validation split is carved out of ``train`` per class with ``seed``,
+  in the proportion ``val : train`` of ``split_fractions`` (``test`` is not used).
 
 Images may sit at any depth below their class folder. Entries whose name starts with ``.``
 or is ``__MACOSX`` are ignored, and so are files directly under ``path``; any other file
 must have an image extension (``EXTENSIONS``). If ``path`` (or the top of an archive) holds
-a single folder, it is descended into, so ``data.zip`` with ``data/<class>/...`` works.
+a single folder that holds folders, it is descended into, so ``data.zip`` with
+``data/<class>/...`` works.
 """
 
 from __future__ import annotations
@@ -27,8 +32,14 @@ from iishpo.data.splits import SPLITS
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
 #: where an archive given as ``path`` is unpacked, inside the raw directory
 UNPACKED = "images"
-HELP = ("Set the data set's `path` to a directory or a tar/zip archive holding class folders "
-        "<path>/<class>/<image> or split folders <path>/{train,val,test}/<class>/<image>")
+#: the configuration key of the user's images (see :mod:`iishpo.data.paths`)
+LOCATIONS = ("path",)
+#: the split folders a data set may hold instead of class folders
+SPLIT_LAYOUTS = (set(SPLITS), {"train", "val"})
+LAYOUTS = ("class folders <path>/<class>/<image>, split folders "
+           "<path>/{train,val,test}/<class>/<image>, or <path>/{train,val}/<class>/<image> "
+           "(val becomes the test split; validation is carved out of train)")
+HELP = f"Set the data set's `path` to a directory or a tar/zip archive holding {LAYOUTS}"
 
 
 def _hidden(path: Path) -> bool:
@@ -77,11 +88,14 @@ def root_of(cfg: Mapping[str, Any], raw_dir: Path, help_text: str, unpack: bool)
                              "fetch step first")
         path = target
     while True:
-        entries = [p for p in path.iterdir() if not _hidden(p)]
-        folders = [p for p in entries if p.is_dir()]
-        if len(folders) != 1 or folders[0].name in SPLITS:
+        folders = _folders(path)
+        if len(folders) != 1 or folders[0].name in SPLITS or not _folders(folders[0]):
             return path
         path = folders[0]
+
+
+def _folders(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.is_dir() and not _hidden(p)]
 
 
 def list_classes(folder: Path, help_text: str) -> dict[str, list[Path]]:
@@ -108,7 +122,7 @@ def list_classes(folder: Path, help_text: str) -> dict[str, list[Path]]:
 def stratified_split(
     classes: Mapping[str, list[Path]], fractions: Mapping[str, float], seed: int
 ) -> dict[str, list[Sample]]:
-    """Per class, shuffle with ``seed`` and cut by ``fractions``; test 0 -> test is val."""
+    """Per class, shuffle with ``seed`` and cut into train, val and test by ``fractions``."""
     rng = np.random.default_rng(seed)
     out: dict[str, list[Sample]] = {s: [] for s in SPLITS}
     for label, files in enumerate(classes.values()):
@@ -122,39 +136,58 @@ def stratified_split(
         for split, start, stop in (("train", 0, n_train), ("val", n_train, n_train + n_val),
                                    ("test", n_train + n_val, len(files))):
             out[split] += [(files[i], label) for i in order[start:stop]]
-    if fractions["test"] == 0:
-        out["test"] = list(out["val"])
-    empty = [s for s in SPLITS if not out[s]]
+    return out
+
+
+def _check_not_empty(samples: Mapping[str, list[Sample]], fractions: Mapping[str, float]) -> None:
+    empty = [s for s in SPLITS if not samples[s]]
     if empty:
         raise ValueError(f"splits {empty} would be empty with split_fractions {dict(fractions)}; "
                          "add images or change the fractions")
-    return out
+
+
+def _labelled(classes: Mapping[str, list[Path]], names: list[str]) -> list[Sample]:
+    return [(f, names.index(c)) for c, files in classes.items() for f in files]
+
+
+def _given_splits(root: Path, splits: set[str], help_text: str) -> dict[str, dict[str, list[Path]]]:
+    """Class folders of each split folder; class names come from ``train``."""
+    per_split = {s: list_classes(root / s, help_text) for s in SPLITS if s in splits}
+    for split, classes in per_split.items():
+        extra = sorted(set(classes) - set(per_split["train"]))
+        if extra:
+            raise ValueError(f"{root / split} has classes {extra} that {root / 'train'} lacks")
+    return per_split
 
 
 def read_folder(
     cfg: Mapping[str, Any], raw_dir: Path, fractions: Mapping[str, float], help_text: str,
     unpack: bool = False,
 ) -> RawDataset:
-    """Samples of either layout; ``unpack`` unpacks an archive ``path`` first (fetch)."""
+    """Samples of any accepted layout; ``unpack`` unpacks an archive ``path`` first (fetch)."""
     root = root_of(cfg, raw_dir, help_text, unpack)
-    folders = {p.name for p in root.iterdir() if p.is_dir() and not _hidden(p)}
-    if folders & set(SPLITS):
-        if folders != set(SPLITS):
-            raise ValueError(f"{root} has split folders {sorted(folders)}; the split layout needs "
-                             f"exactly {list(SPLITS)}. {help_text}")
-        per_split = {s: list_classes(root / s, help_text) for s in SPLITS}
-        names = list(per_split["train"])
-        for split in ("val", "test"):
-            extra = sorted(set(per_split[split]) - set(names))
-            if extra:
-                raise ValueError(f"{root / split} has classes {extra} that {root / 'train'} lacks")
-        samples = {
-            split: [(f, names.index(c)) for c, files in classes.items() for f in files]
-            for split, classes in per_split.items()
-        }
-        return RawDataset(names, samples)
-    classes = list_classes(root, help_text)
-    return RawDataset(list(classes), stratified_split(classes, fractions, int(cfg["seed"])))
+    seed = int(cfg["seed"])
+    folders = {p.name for p in _folders(root)}
+    if not folders & set(SPLITS):
+        classes = list_classes(root, help_text)
+        samples = stratified_split(classes, fractions, seed)
+        if fractions["test"] == 0:
+            samples["test"] = list(samples["val"])
+        _check_not_empty(samples, fractions)
+        return RawDataset(list(classes), samples)
+    if folders not in SPLIT_LAYOUTS:
+        raise ValueError(f"{root} holds the folders {sorted(folders)}, which is no accepted "
+                         f"layout. {help_text}")
+    per_split = _given_splits(root, folders, help_text)
+    names = list(per_split["train"])
+    if "test" in per_split:
+        return RawDataset(names, {s: _labelled(per_split[s], names) for s in SPLITS})
+    share = fractions["val"] / (fractions["train"] + fractions["val"])
+    carved = stratified_split(per_split["train"], {"train": 1 - share, "val": share, "test": 0.0}, seed)
+    samples = {"train": carved["train"], "val": carved["val"],
+               "test": _labelled(per_split["val"], names)}
+    _check_not_empty(samples, fractions)
+    return RawDataset(names, samples)
 
 
 def fetch(cfg: Mapping[str, Any], raw_dir: Path) -> None:

@@ -39,14 +39,35 @@ def _square(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + side, top + side))
 
 
+#: where an image was first resized: its split's arrays (resolution -> images) and row
+Resized = dict[object, tuple[dict[int, np.ndarray], int]]
+
+
+def _identity(ref: ImageRef) -> object:
+    """The same image wherever it appears: a path, or the very array object.
+
+    STL-10's pool holds the arrays of its train and validation splits, and a validation
+    split that doubles as test split holds the same paths.
+    """
+    return ref if isinstance(ref, Path) else id(ref)
+
+
 def _resize_all(
-    samples: Sequence[Sample], resolutions: Sequence[int], mode: str, where: str
+    samples: Sequence[Sample], resolutions: Sequence[int], mode: str, where: str, done: Resized
 ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Every sample at every resolution; an image in ``done`` is copied, not decoded again."""
     channels = 3 if mode == "RGB" else 1
     out = {r: np.empty((len(samples), r, r, channels), np.uint8) for r in resolutions}
     labels = np.empty(len(samples), np.int64)
     largest = max(resolutions)
     for i, (ref, label) in enumerate(samples):
+        labels[i] = label
+        earlier = done.get(_identity(ref))
+        if earlier is not None:
+            images, row = earlier
+            for r in resolutions:
+                out[r][i] = images[r][row]
+            continue
         img = _square(_decode(ref, mode))
         if img.size[0] < largest:
             raise ValueError(
@@ -57,7 +78,7 @@ def _resize_all(
         for r in resolutions:
             small = img if img.size[0] == r else img.resize((r, r), Image.Resampling.LANCZOS)
             out[r][i] = np.asarray(small).reshape(r, r, channels)
-        labels[i] = label
+        done[_identity(ref)] = (out, i)
         if (i + 1) % 2000 == 0:
             log.info("%s: %d / %d images resized", where, i + 1, len(samples))
     return out, labels
@@ -69,21 +90,25 @@ def prepare_dataset(
     raw_dir: Path,
     outputs: Mapping[int, Path],
 ) -> None:
-    """Write one ``.npz`` per resolution (``outputs``: resolution -> path)."""
+    """Write one ``.npz`` per resolution (``outputs``: resolution -> path).
+
+    Each distinct image is decoded and resized once, however many splits hold it.
+    """
     raw: RawDataset = read(cfg, raw_dir)
     mode = "RGB" if cfg["color"] == "rgb" else "L"
     resolutions = sorted(outputs)
+    done: Resized = {}
     x: dict[int, dict[str, np.ndarray]] = {r: {} for r in resolutions}
     y: dict[str, np.ndarray] = {}
     for split in SPLITS:
-        images, y[split] = _resize_all(raw.samples[split], resolutions, mode, f"{name}/{split}")
+        images, y[split] = _resize_all(raw.samples[split], resolutions, mode, f"{name}/{split}", done)
         for r in resolutions:
             x[r][split] = images[r]
         log.info("%s: %s split, %d images", name, split, len(y[split]))
     pool_x: dict[int, np.ndarray | None] = {r: None for r in resolutions}
     pool_y = None
     if raw.pool:
-        pool_images, pool_y = _resize_all(raw.pool, resolutions, mode, f"{name}/pool")
+        pool_images, pool_y = _resize_all(raw.pool, resolutions, mode, f"{name}/pool", done)
         pool_x = dict(pool_images)
     for r in resolutions:
         splits = ImageSplits(x[r], y, raw.class_names, pool_x[r], pool_y, raw.test_folds)

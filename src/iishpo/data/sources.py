@@ -9,6 +9,9 @@ A source module provides two functions:
     lists the samples of every split, images not yet decoded.
 ``check(cfg)`` (optional)
     validates the data set's own configuration keys at load time, before any job runs.
+``LOCATIONS`` (optional)
+    the configuration keys that hold a local path or URL the data set is read from;
+    relative paths there are relative to ``paths.root`` (see :mod:`iishpo.data.paths`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class RawDataset:
     """
 
     class_names: list[str]
-    samples: dict[str, Sequence[Sample]]
+    samples: Mapping[str, Sequence[Sample]]
     pool: Sequence[Sample] = ()
     test_folds: list[np.ndarray] = field(default_factory=list)
 
@@ -54,6 +57,11 @@ def source_module(kind: str) -> ModuleType:
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; available: {sorted(KINDS)}")
     return importlib.import_module(KINDS[kind])
+
+
+def locations(kind: str) -> tuple[str, ...]:
+    """The configuration keys of a data set of ``kind`` that name where it is read from."""
+    return tuple(getattr(source_module(kind), "LOCATIONS", ()))
 
 
 def fetch(cfg: Mapping[str, Any], raw_dir: Path) -> None:

@@ -24,6 +24,7 @@ SIDE = 96
 FOLDER = "stl10_binary"
 #: the archive's members are unpacked into ``raw_dir / UNPACKED / FOLDER``
 UNPACKED = "stl10"
+LOCATIONS = download.LOCATIONS
 FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "fold_indices.txt",
          "class_names.txt")
 
