@@ -79,7 +79,12 @@ def run_stage_cli(workdir: Path, out_dir: Path, *extra: str) -> subprocess.Popen
         "--data", str(DATA), "--out-dir", str(out_dir), *OVERRIDES, *extra,
     ]
     log = open(workdir / f"{out_dir.name}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, cwd=workdir, env=ENV, stderr=log, stdout=log)
+    return subprocess.Popen(command, cwd=workdir, env=env_for(workdir), stderr=log, stdout=log)
+
+
+def env_for(workdir: Path) -> dict[str, str]:
+    """The environment of a job in ``workdir``: relative data and results paths land there."""
+    return {**ENV, "IISHPO_ROOT": str(workdir)}
 
 
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
@@ -97,7 +102,7 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
 
 def snakemake(workdir: Path, *args: str) -> str:
     result = subprocess.run(
-        snakemake_command(workdir, *args), capture_output=True, text=True, env=ENV, timeout=600, check=False
+        snakemake_command(workdir, *args), capture_output=True, text=True, env=env_for(workdir), timeout=600, check=False
     )
     if result.returncode != 0:
         pytest.fail(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-5000:]}")
@@ -167,7 +172,7 @@ def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
     work = workdir_with_data(data_dir, tmp_path / "killed")
     journal = work / STAGE / JOURNAL
     proc = subprocess.Popen(
-        snakemake_command(work), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        snakemake_command(work), env=env_for(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     wait_for(lambda: lines(journal) >= 1, proc, "the first finished trial")

@@ -27,7 +27,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, flags: tuple[str, .
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir), "--cores", "2", *flags, "--config", *snakemake_config(*args),
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_ROOT": str(workdir)}
     result = subprocess.run(
         command, check=False, capture_output=True, text=True, env=env, timeout=900
     )

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from iishpo.data import sources
+from iishpo.data.paths import resolve_paths
 from iishpo.optimizers import REGISTRY, build_settings
 from iishpo.space import parse_space
 from iishpo.typed import SettingsError, build
@@ -122,9 +123,13 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
     try:
         with initialize_config_dir(config_dir=str(directory), version_base=None):
             cfg = compose(config_name="config", overrides=list(overrides))
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        composed = OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"cannot compose the configuration with overrides {list(overrides)}: {err}") from err
+    try:
+        return resolve_paths(composed, directory)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
