@@ -86,7 +86,7 @@ class Trainer:
     threads: int
     eval_batch_size: int
     #: most memory (MB) one evaluation may need beyond the data set, estimated from the
-    #: configuration before training (see ``iishpo.training.estimate_memory_mb``); a
+    #: configuration before training (see ``iishpo.memory.estimate_memory_mb``); a
     #: configuration over it fails as a trial. ``None``: no limit.
     memory_limit_mb: float | None
 
