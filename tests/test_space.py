@@ -3,8 +3,10 @@ new hyperparameter declared there reaches every optimizer and the model."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,14 @@ from iishpo.stage import TRIALS, StageKey, run_stage
 from iishpo.store import read_trials
 
 
+@cache
+def composed_spec(space: str) -> dict[str, Any]:
+    return compose(f"space={space}").space
+
+
 def cnn_spec() -> dict[str, Any]:
-    return compose("space=cnn").space
+    """A fresh copy of the shipped ``cnn`` mapping, as the configuration composes it."""
+    return copy.deepcopy(composed_spec("cnn"))
 
 
 # -- the shipped spaces, built per resolution ----------------------------------------------
@@ -45,7 +53,7 @@ SHIPPED_ORDER = ["learning_rate", "batch_size", "l1", "l2", "filter_size", "n_co
      ("cnn_small", 16, 3, 2), ("cnn_small", 64, 4, 2)],
 )
 def test_shipped_space_at_a_resolution(space: str, resolution: int, n_conv: int, n_fc: int) -> None:
-    built = build_space(compose(f"space={space}").space, resolution)
+    built = build_space(composed_spec(space), resolution)
     conv = [f"conv_filters_{i}" for i in range(n_conv)]
     fc = [f"fc_units_{j}" for j in range(n_fc)]
     # declared order, then each per-layer parameter once per layer the (bounded) count allows
