@@ -139,8 +139,8 @@ BAD_SPECS = [
     ({"batch_size": {"type": "categorical", "choices": [16, 32, 16]}},
      "space.batch_size.choices has duplicates: [16, 32, 16]"),
     ({"fc_dropout": {"type": "float", "low": 0.0, "high": 0.5, "per_layer_of": "learning_rate"}},
-     "space.fc_dropout.per_layer_of: 'learning_rate' is not a layer count; allowed: a declared "
-     "int parameter without per_layer_of, one of ['n_conv', 'n_fc']"),
+     ("space.fc_dropout.per_layer_of: 'learning_rate' is not a layer count; allowed: a declared "
+      "int parameter without per_layer_of, one of ['n_conv', 'n_fc']")),
     ({"fc_dropout": {"type": "float", "low": 0.0, "high": 0.5, "per_layer_of": "n_dense"}},
      "space.fc_dropout.per_layer_of: 'n_dense' is not a layer count"),
     ({"fc_dropout": {"type": "float", "low": 0.0, "high": 0.5, "per_layer_of": "fc_units"}},
