@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from helpers import compose
 from iishpo.model import build_cnn
@@ -37,15 +38,15 @@ def _architectures(spec: dict[str, Any], resolution: int) -> list[dict[str, Any]
     space = build_space(spec, resolution)
     rng = random.Random(resolution)
     configs = []
-    for n_conv in range(1, space.max_conv + 1):
-        for n_fc in range(1, space.max_fc + 1):
+    for n_conv in range(1, int(space["n_conv"].high) + 1):
+        for n_fc in range(1, int(space["n_fc"].high) + 1):
             sampled = space.sample(rng)
             config = space.project({**sampled, "n_conv": n_conv, "n_fc": n_fc}, rng)
             configs.append(config)
         heaviest = {
             **config,
             "filter_size": max(space["filter_size"].choices),  # type: ignore[type-var]
-            **{k: space[k].high for k in config if k.startswith(("conv_filters", "fc_units"))},
+            **{k: space[k].high for k in config if space[k].active_if is not None},
         }
         configs.append(heaviest)
     for config in configs:
@@ -54,8 +55,78 @@ def _architectures(spec: dict[str, Any], resolution: int) -> list[dict[str, Any]
 
 
 def test_space_bounds_the_depth_by_the_resolution(space_spec: dict[str, Any]) -> None:
-    assert space_spec["min_feature_size"] == 2
-    assert [build_space(space_spec, r).max_conv for r in RESOLUTIONS] == [2, 3, 4]
+    assert [build_space(space_spec, r)["n_conv"].high for r in RESOLUTIONS] == [2, 3, 4]
+
+
+def layers(net: nn.Sequential) -> list[Any]:
+    """Every module of ``net`` with the attributes that define it; others by class name."""
+    out: list[Any] = []
+    for m in net:
+        if isinstance(m, nn.Conv2d):
+            out.append(("conv", m.in_channels, m.out_channels, m.kernel_size, m.padding))
+        elif isinstance(m, nn.MaxPool2d):
+            out.append(("pool", m.kernel_size, m.stride))
+        elif isinstance(m, nn.Linear):
+            out.append(("linear", m.in_features, m.out_features))
+        elif isinstance(m, nn.Dropout):
+            out.append(("dropout", m.p))
+        else:
+            out.append(type(m).__name__)
+    return out
+
+
+POOL = ("pool", 2, 2)
+#: (config, in_channels, resolution, n_classes, every layer written out by hand)
+NETWORKS = [
+    (
+        {"filter_size": 5, "n_conv": 3, "conv_filters_0": 6, "conv_filters_1": 11,
+         "conv_filters_2": 17, "n_fc": 2, "fc_units_0": 13, "fc_units_1": 9},
+        3, 32, 10,
+        [("conv", 3, 6, (5, 5), (2, 2)), "ReLU", POOL,
+         ("conv", 6, 11, (5, 5), (2, 2)), "ReLU", POOL,
+         ("conv", 11, 17, (5, 5), (2, 2)), "ReLU", POOL,  # 32 -> 16 -> 8 -> 4 px
+         "Flatten", ("linear", 17 * 4 * 4, 13), "ReLU", ("linear", 13, 9), "ReLU",
+         ("linear", 9, 10)],
+    ),
+    (
+        {"filter_size": 7, "n_conv": 1, "conv_filters_0": 20, "n_fc": 1, "fc_units_0": 30,
+         "fc_dropout_0": 0.25},
+        1, 16, 3,
+        [("conv", 1, 20, (7, 7), (3, 3)), "ReLU", POOL,  # 16 -> 8 px
+         "Flatten", ("linear", 20 * 8 * 8, 30), "ReLU", ("dropout", 0.25), ("linear", 30, 3)],
+    ),
+    (
+        {"filter_size": 3, "n_conv": 2, "conv_filters_0": 4, "conv_filters_1": 5, "n_fc": 3,
+         "fc_units_0": 7, "fc_units_1": 8, "fc_units_2": 9,
+         "fc_dropout_0": 0.1, "fc_dropout_1": 0.2, "fc_dropout_2": 0.3},
+        3, 17, 2,
+        [("conv", 3, 4, (3, 3), (1, 1)), "ReLU", POOL,
+         ("conv", 4, 5, (3, 3), (1, 1)), "ReLU", POOL,  # 17 -> 8 -> 4 px
+         "Flatten", ("linear", 5 * 4 * 4, 7), "ReLU", ("dropout", 0.1),
+         ("linear", 7, 8), "ReLU", ("dropout", 0.2),
+         ("linear", 8, 9), "ReLU", ("dropout", 0.3), ("linear", 9, 2)],
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "channels", "resolution", "n_classes", "expected"), NETWORKS)
+def test_every_layer_is_the_one_the_configuration_asks_for(
+    config: dict[str, Any], channels: int, resolution: int, n_classes: int, expected: list[Any]
+) -> None:
+    net = build_cnn(config, in_channels=channels, resolution=resolution, n_classes=n_classes)
+    assert layers(net) == expected
+    assert net(torch.zeros(2, channels, resolution, resolution)).shape == (2, n_classes)
+
+
+def test_dropout_is_active_in_training_only() -> None:
+    config, channels, resolution, n_classes, _ = NETWORKS[1]
+    net = build_cnn({**config, "fc_dropout_0": 0.9}, channels, resolution, n_classes)
+    x = torch.randn(4, channels, resolution, resolution)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.equal(net(x), net(x))
 
 
 @pytest.mark.parametrize("resolution", RESOLUTIONS)
@@ -67,7 +138,7 @@ def test_every_allowed_architecture_builds_and_trains_a_step(
     y = torch.tensor([0, 1, 2, 9])
     configs = _architectures(space_spec, resolution)
     assert {c["n_conv"] for c in configs} == set(
-        range(1, build_space(space_spec, resolution).max_conv + 1)
+        range(1, int(build_space(space_spec, resolution)["n_conv"].high) + 1)
     )
     for config in configs:
         net = build_cnn(config, in_channels=3, resolution=resolution, n_classes=N_CLASSES)

@@ -1,76 +1,139 @@
-"""IIS range extraction narrows the space around the best trials and re-derives n_conv."""
+"""IIS range extraction, checked against ranges computed by hand from hand-made trials."""
 
 from __future__ import annotations
 
-import math
-import random
+from typing import Any
 
 import pytest
 
 from helpers import compose
 from iishpo.config import RangeExtraction
 from iishpo.ranges import best_trials, extract
-from iishpo.space import build_space
-from iishpo.store import Trial
+from iishpo.space import CATEGORICAL, build_space
+from iishpo.store import WORST_LOSS, Trial
+
+#: A small space whose ranges are easy to compute by hand: at 16 px n_conv <= 3, at 64 px <= 5.
+SPEC: dict[str, Any] = {
+    "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+    "momentum": {"type": "float", "low": 0.0, "high": 1.0},
+    "batch_size": {"type": "categorical", "choices": [16, 32, 64, 128]},
+    "n_conv": {"type": "int", "low": 1, "high": 6},
+    "n_fc": {"type": "int", "low": 1, "high": 3},
+    "filters": {"type": "int", "low": 4, "high": 256, "log": True, "per_layer_of": "n_conv"},
+    "resolution_bound": {"param": "n_conv", "min_feature_size": 2},
+}
 
 
-def _trials(space_spec: dict, resolution: int, n: int) -> list[Trial]:
-    space = build_space(space_spec, resolution)
-    rng = random.Random(0)
-    trials = []
-    for i in range(n):
-        config = space.sample(rng)
-        # the known structure: errors grow with the distance of log10(lr) from -2
-        error = min(0.99, abs(math.log10(config["learning_rate"]) + 2) / 3)
-        trials.append(Trial(i, config, "ok", error, error, 3, 1, 0.1, 0.1 * i, None, i, "t"))
-    trials.append(Trial(n, trials[0].config, "failed", None, 1.0, 0, -1, 0.1, 0.1 * n, "x", n, "t"))
-    return trials
+def config(lr: float, momentum: float, batch: int, n_fc: int, filters: list[int]) -> dict[str, Any]:
+    return {
+        "lr": lr, "momentum": momentum, "batch_size": batch, "n_conv": len(filters), "n_fc": n_fc,
+        **{f"filters_{i}": f for i, f in enumerate(filters)},
+    }
 
 
-@pytest.fixture
-def spec() -> dict:
-    return compose().space
+#: number -> (validation error, configuration) of a finished 16 px stage; None: failed
+STAGE = {
+    0: (0.50, config(1e-1, 0.10, 16, 3, [4])),
+    1: (0.20, config(1e-3, 0.50, 32, 2, [16, 32])),
+    2: (0.90, config(1e-5, 0.95, 128, 3, [256, 256, 256])),
+    3: (0.10, config(1e-2, 0.90, 64, 1, [32, 64, 128])),
+    4: (0.60, config(5e-1, 0.00, 16, 1, [200])),
+    5: (0.20, config(1e-3, 0.70, 32, 1, [64, 8])),
+    6: (0.30, config(3e-5, 1.00, 128, 3, [4])),
+    7: (0.15, config(1e-4, 0.30, 64, 2, [16, 16])),
+    8: (None, config(1.0, 0.99, 16, 3, [4, 4, 4])),
+}
+#: sorted by hand: lowest error first, ties (1 and 5) by number; the failed 8 last of all
+BY_ERROR = [3, 7, 1, 5, 6, 0, 4, 2]
 
 
-def test_ranges_cover_the_best_trials_and_shrink(spec: dict) -> None:
-    settings = RangeExtraction(top_fraction=0.2, min_trials=3, margin=0.0, n_initial=2)
-    trials = _trials(spec, 16, 40)
-    top = best_trials(trials, settings)
-    assert len(top) == 8 and all(t.ok for t in top)
-    space, initial = extract(trials, settings, spec, 32)
-    lr = space["learning_rate"]
-    assert lr.low == pytest.approx(min(t.config["learning_rate"] for t in top))
-    assert lr.high == pytest.approx(max(t.config["learning_rate"] for t in top))
-    full = build_space(spec, 32)
-    assert lr.high / lr.low < full["learning_rate"].high / full["learning_rate"].low
-    assert set(space["batch_size"].choices) == {t.config["batch_size"] for t in top}
-    assert initial == [space.project(t.config) for t in top[:2]]
-    for point in initial:
+def trial(number: int) -> Trial:
+    error, cfg = STAGE[number]
+    if error is None:
+        return Trial(number, cfg, "failed", None, WORST_LOSS, 0, -1, 0.1, 0.1, "boom", number, "t")
+    return Trial(number, cfg, "ok", error, error, 3, 1, 0.1, 0.1 * number, None, number, "t")
+
+
+TRIALS = [trial(n) for n in (4, 8, 0, 7, 2, 5, 3, 6, 1)]  # the store's order does not matter
+
+
+@pytest.mark.parametrize(
+    ("top_fraction", "min_trials", "expected"),
+    [
+        (0.4, 3, BY_ERROR[:4]),  # ceil(0.4 * 8 successful) = 4
+        (0.1, 3, BY_ERROR[:3]),  # ceil(0.8) = 1, raised to min_trials
+        (0.3, 20, BY_ERROR),  # more than there are: every successful trial
+        (1.0, 1, BY_ERROR),
+    ],
+)
+def test_best_trials_are_the_lowest_errors(top_fraction: float, min_trials: int, expected: list[int]) -> None:
+    top = best_trials(TRIALS, RangeExtraction(top_fraction, min_trials, 0.0, 1))
+    assert [t.number for t in top] == expected
+
+
+def test_ranges_are_the_span_of_the_best_trials_at_the_next_resolution() -> None:
+    space, initial = extract(TRIALS, RangeExtraction(0.4, 3, 0.0, 2), SPEC, 64)
+    ranges = {p.name: p.choices if p.kind == CATEGORICAL else (p.low, p.high) for p in space.params}
+    # the best four are trials 3, 7, 1, 5; a log range's bounds pass through exp(log(x))
+    assert ranges.pop("lr") == pytest.approx((1e-4, 1e-2), rel=1e-12)
+    assert ranges == {
+        "momentum": (0.3, 0.9),
+        "batch_size": (32, 64),
+        "n_conv": (2, 5),  # lower bound from the best trials, upper bound from 64 px
+        "n_fc": (1, 2),
+        "filters_0": (16, 64),
+        "filters_1": (8, 64),
+        "filters_2": (128, 128),  # only trial 3 had a third layer
+        "filters_3": (4, 256),  # layers no good trial had (16 px allowed 3): the full range
+        "filters_4": (4, 256),
+    }
+    assert space.resolution == 64
+    assert [p.log for p in space.params] == [True, False, False, False, False] + [True] * 5
+    assert [p.active_if for p in space.params[5:]] == [("n_conv", i) for i in range(5)]
+    # the best two start the next stage, best first, projected into the new space (where
+    # exp(log(x)) bounds may miss a trial's value by an ulp)
+    assert initial == [space.project(STAGE[3][1]), space.project(STAGE[7][1])]
+    for point, (_, expected) in zip(initial, [STAGE[3], STAGE[7]], strict=True):
+        assert point == pytest.approx(expected, rel=1e-12)
         space.validate(point)
+    assert [type(v) for v in initial[0].values()] == [float, float, int, int, int, int, int, int]
 
 
-def test_layer_count_is_re_derived_for_the_larger_resolution(spec: dict) -> None:
-    settings = RangeExtraction(top_fraction=0.2, min_trials=3, margin=0.0, n_initial=1)
-    trials = _trials(spec, 16, 40)
-    top = best_trials(trials, settings)
-    space, _ = extract(trials, settings, spec, 64)
-    assert space["n_conv"].low == min(t.config["n_conv"] for t in top)
-    assert space["n_conv"].high == build_space(spec, 64).max_conv > build_space(spec, 16).max_conv
-    # filters of layers the small images could not have keep the full range
-    deepest = f"conv_filters_{space.max_conv - 1}"
-    assert space[deepest] == build_space(spec, 64)[deepest]
+def test_margin_widens_numeric_ranges_within_the_full_range() -> None:
+    space, _ = extract(TRIALS, RangeExtraction(0.4, 3, 0.25, 1), SPEC, 64)
+    # lr: 1e-4..1e-2 spans 2 decades; a quarter of that, half a decade, on either side
+    assert space["lr"].low == pytest.approx(10**-4.5)
+    assert space["lr"].high == pytest.approx(10**-1.5)
+    # momentum: 0.3..0.9 widened by 0.15 on either side, clipped to the full [0, 1]
+    assert space["momentum"].low == pytest.approx(0.15)
+    assert space["momentum"].high == 1.0
+    # filters_0: 16..64 (a factor 4) widened by the factor 4**0.25 = sqrt(2), then to integers
+    assert (space["filters_0"].low, space["filters_0"].high) == (11, 91)  # 11.31.., 90.50..
+    assert (space["filters_1"].low, space["filters_1"].high) == (4, 108)  # 8/1.68.., 64*1.68..
+    assert (space["filters_2"].low, space["filters_2"].high) == (128, 128)  # no width to widen
+    # n_fc: 1..2 widened by 0.25 -> 0.75..2.25, clipped to 1, rounded outwards to 3
+    assert (space["n_fc"].low, space["n_fc"].high) == (1, 3)
+    assert (space["n_conv"].low, space["n_conv"].high) == (2, 5)  # no margin on the bound count
+    assert space["batch_size"].choices == (32, 64)
 
 
-def test_margin_widens_in_log_space_within_bounds(spec: dict) -> None:
-    trials = _trials(spec, 16, 40)
-    narrow, _ = extract(trials, RangeExtraction(0.2, 3, 0.0, 1), spec, 32)
-    wide, _ = extract(trials, RangeExtraction(0.2, 3, 0.5, 1), spec, 32)
-    assert wide["learning_rate"].low < narrow["learning_rate"].low
-    assert wide["learning_rate"].high > narrow["learning_rate"].high
-    assert wide["learning_rate"].low >= build_space(spec, 32)["learning_rate"].low
+def test_shipped_space_re_derives_the_conv_bound() -> None:
+    spec = compose("space=cnn").space
+    shallow = config(1e-3, 0.5, 32, 1, [16])
+    stage = []
+    for number in range(4):
+        cfg = {k: v for k, v in shallow.items() if k != "momentum" and not k.startswith("filters")}
+        cfg.update(learning_rate=cfg.pop("lr"), l1=1e-6, l2=1e-4, filter_size=3,
+                   conv_filters_0=16 + number, fc_units_0=64)
+        stage.append(Trial(number, cfg, "ok", 0.1 * number, 0.1 * number, 3, 1, 0.1, 0.1, None, number, "t"))
+    build_space(spec, 16).validate(stage[0].config)
+    space, _ = extract(stage, RangeExtraction(0.5, 1, 0.0, 1), spec, 128)
+    assert (space["n_conv"].low, space["n_conv"].high) == (1, 6)  # 128 px: 6 conv layers
+    assert (space["conv_filters_0"].low, space["conv_filters_0"].high) == (16, 17)
+    assert space["conv_filters_5"] == build_space(spec, 128)["conv_filters_5"]
 
 
-def test_all_failed_stage_cannot_give_ranges(spec: dict) -> None:
-    failed = [Trial(0, {}, "failed", None, 1.0, 0, -1, 0.1, 0.1, "boom", 0, "t")]
+def test_all_failed_stage_cannot_give_ranges() -> None:
+    failed = [trial(8)]
     with pytest.raises(ValueError, match="every trial failed"):
-        extract(failed, RangeExtraction(0.2, 3, 0.0, 1), spec, 32)
+        extract(failed, RangeExtraction(0.2, 3, 0.0, 1), SPEC, 32)

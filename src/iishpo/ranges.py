@@ -63,6 +63,7 @@ def _narrow(full: Param, values: list[Any], margin: float) -> Param:
     if full.kind == CATEGORICAL:
         used = [c for c in full.choices if c in values]  # type: ignore[union-attr]
         return replace(full, choices=tuple(used))
+    assert full.low is not None and full.high is not None
     lo, hi = float(min(values)), float(max(values))
     if full.log:
         lo_t, hi_t = math.log(lo), math.log(hi)
@@ -71,9 +72,9 @@ def _narrow(full: Param, values: list[Any], margin: float) -> Param:
     else:
         pad = margin * (hi - lo)
         lo, hi = lo - pad, hi + pad
-    lo, hi = max(lo, full.low), min(hi, full.high)  # type: ignore[type-var]
+    lo, hi = max(lo, full.low), min(hi, full.high)
     if full.kind == INT:
-        return replace(full, low=int(math.floor(lo + 1e-9)), high=int(math.ceil(hi - 1e-9)))
+        return replace(full, low=math.floor(lo + 1e-9), high=math.ceil(hi - 1e-9))
     return replace(full, low=lo, high=hi)
 
 

@@ -326,9 +326,10 @@ class SpaceSpec:
 
 def parse_space(spec: Mapping[str, Any]) -> SpaceSpec:
     """Check a ``conf/space`` mapping; ``ValueError`` names the parameter, the key and
-    what is allowed."""
+    what is allowed. A value of the wrong type is bad configuration, so a ``ValueError``
+    too (``config.py`` reports those as ``ConfigError``)."""
     if not isinstance(spec, Mapping):
-        raise ValueError(f"space must map parameter names to declarations, got {spec!r}")
+        raise ValueError(f"space must map parameter names to declarations, got {spec!r}")  # noqa: TRY004
     declarations = [
         _declaration(str(name), value) for name, value in spec.items() if name != RESOLUTION_BOUND
     ]
@@ -364,7 +365,7 @@ def build_space(spec: Mapping[str, Any], resolution: int) -> SearchSpace:
 def _declaration(name: str, value: Any) -> Declaration:
     where = f"space.{name}"
     if not isinstance(value, Mapping):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004
             f"{where}: a parameter is declared by a mapping with 'type' ({', '.join(KINDS)}), "
             f"or the key must be {RESOLUTION_BOUND!r}; got {value!r}"
         )
@@ -390,7 +391,7 @@ def _declaration(name: str, value: Any) -> Declaration:
     low, high = (_number(f"{where}.{k}", value[k], kind) for k in ("low", "high"))
     log = value.get("log", False)
     if not isinstance(log, bool):
-        raise ValueError(f"{where}.log must be true or false, got {log!r}")
+        raise ValueError(f"{where}.log must be true or false, got {log!r}")  # noqa: TRY004
     if low > high:
         raise ValueError(f"{where}: low must be <= high, got low={low} high={high}")
     if log and low <= 0:
