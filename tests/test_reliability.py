@@ -28,7 +28,7 @@ from iishpo.classifier import Classifier
 from iishpo.config import ConfigError, Settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.memory import estimate_memory_mb
+from iishpo.model import estimate_memory_mb
 from iishpo.space import build_space
 from iishpo.stage import (
     JOURNAL,
