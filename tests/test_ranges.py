@@ -57,6 +57,53 @@ def trial(number: int) -> Trial:
 TRIALS = [trial(n) for n in (4, 8, 0, 7, 2, 5, 3, 6, 1)]  # the store's order does not matter
 
 
+def hull(top_fraction: float, min_trials: int, margin: float, n_initial: int) -> RangeExtraction:
+    """The hull rule with these settings (the evidence rule's own settings unused)."""
+    return RangeExtraction("hull", top_fraction, min_trials, n_initial, margin, 0.05, 0.9, 0.2)
+
+
+def evidence(top_fraction: float = 0.25, min_trials: int = 3, n_initial: int = 2) -> RangeExtraction:
+    return RangeExtraction("evidence", top_fraction, min_trials, n_initial, 0.1, 0.05, 0.9, 0.2)
+
+
+def lr_stage(n: int) -> list[Trial]:
+    """``n`` trials in which only the learning rate matters (best at 1e-3): lr on an even
+    log grid, the other parameters cycling with no bearing on the error; the last failed."""
+    trials = []
+    for i in range(n):
+        lr = 10 ** (-5 + 5 * i / (n - 1))
+        cfg = config(lr, (i * 7 % n) / n, (16, 32, 64, 128)[i % 4], 1 + i % 3, [4 * 2 ** (i % 3)] * (1 + i % 2))
+        error = abs(-5 + 5 * i / (n - 1) + 3) / 5 + 0.001 * (i % 5)
+        if i == n - 1:
+            trials.append(Trial(i, cfg, "failed", None, WORST_LOSS, 0, -1, 0.1, 0.1, "boom", i, "t"))
+        else:
+            trials.append(Trial(i, cfg, "ok", error, error, 3, 1, 0.1, 0.1 * i, None, i, "t"))
+    return trials
+
+
+def test_evidence_rule_narrows_only_what_matters() -> None:
+    trials = lr_stage(24)
+    space, initial = extract(trials, evidence(), SPEC, 64)
+    full = build_space(SPEC, 64)
+    # 23 successes, the top 6 are the lr grid points nearest 1e-3
+    lr = space["lr"]
+    assert lr.low < 1e-3 < lr.high and (lr.low, lr.high) != (full["lr"].low, full["lr"].high)
+    # momentum, batch size and the per-layer widths cycle independently of the error: kept
+    assert (space["momentum"].low, space["momentum"].high) == (0.0, 1.0)
+    assert space["batch_size"].choices == (16, 32, 64, 128)
+    assert space["n_fc"] == full["n_fc"]
+    # the bounded layer count keeps what 64 px allows
+    assert space["n_conv"].high == full["n_conv"].high == 5
+    # the best: i = 9 (lr 10**-3.04, error 0.0087 + 0.004), then i = 10 (10**-2.83, 0.0348)
+    assert initial == [space.project(trials[9].config), space.project(trials[10].config)]
+
+
+def test_evidence_rule_with_three_trials_keeps_the_full_space() -> None:
+    trials = lr_stage(24)[:3]
+    space, _ = extract(trials, evidence(), SPEC, 64)
+    assert space.params == build_space(SPEC, 64).params
+
+
 @pytest.mark.parametrize(
     ("top_fraction", "min_trials", "expected"),
     [
@@ -67,12 +114,12 @@ TRIALS = [trial(n) for n in (4, 8, 0, 7, 2, 5, 3, 6, 1)]  # the store's order do
     ],
 )
 def test_best_trials_are_the_lowest_errors(top_fraction: float, min_trials: int, expected: list[int]) -> None:
-    top = best_trials(TRIALS, RangeExtraction(top_fraction, min_trials, 0.0, 1))
+    top = best_trials(TRIALS, hull(top_fraction, min_trials, 0.0, 1))
     assert [t.number for t in top] == expected
 
 
 def test_ranges_are_the_span_of_the_best_trials_at_the_next_resolution() -> None:
-    space, initial = extract(TRIALS, RangeExtraction(0.4, 3, 0.0, 2), SPEC, 64)
+    space, initial = extract(TRIALS, hull(0.4, 3, 0.0, 2), SPEC, 64)
     ranges = {p.name: p.choices if p.kind == CATEGORICAL else (p.low, p.high) for p in space.params}
     # the best four are trials 3, 7, 1, 5; a log range's bounds pass through exp(log(x))
     assert ranges.pop("lr") == pytest.approx((1e-4, 1e-2), rel=1e-12)
@@ -100,7 +147,7 @@ def test_ranges_are_the_span_of_the_best_trials_at_the_next_resolution() -> None
 
 
 def test_margin_widens_numeric_ranges_within_the_full_range() -> None:
-    space, _ = extract(TRIALS, RangeExtraction(0.4, 3, 0.25, 1), SPEC, 64)
+    space, _ = extract(TRIALS, hull(0.4, 3, 0.25, 1), SPEC, 64)
     # lr: 1e-4..1e-2 spans 2 decades; a quarter of that, half a decade, on either side
     assert space["lr"].low == pytest.approx(10**-4.5)
     assert space["lr"].high == pytest.approx(10**-1.5)
@@ -127,7 +174,7 @@ def test_shipped_space_re_derives_the_conv_bound() -> None:
                    conv_filters_0=16 + number, fc_units_0=64)
         stage.append(Trial(number, cfg, "ok", 0.1 * number, 0.1 * number, 3, 1, 0.1, 0.1, None, number, "t"))
     build_space(spec, 16).validate(stage[0].config)
-    space, _ = extract(stage, RangeExtraction(0.5, 1, 0.0, 1), spec, 128)
+    space, _ = extract(stage, hull(0.5, 1, 0.0, 1), spec, 128)
     assert (space["n_conv"].low, space["n_conv"].high) == (1, 6)  # 128 px: 6 conv layers
     assert (space["conv_filters_0"].low, space["conv_filters_0"].high) == (16, 17)
     assert space["conv_filters_5"] == build_space(spec, 128)["conv_filters_5"]
@@ -136,4 +183,4 @@ def test_shipped_space_re_derives_the_conv_bound() -> None:
 def test_all_failed_stage_cannot_give_ranges() -> None:
     failed = [trial(8)]
     with pytest.raises(ValueError, match="every trial failed"):
-        extract(failed, RangeExtraction(0.2, 3, 0.0, 1), SPEC, 32)
+        extract(failed, hull(0.2, 3, 0.0, 1), SPEC, 32)

@@ -46,12 +46,27 @@ class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and what is allowed."""
 
 
+#: range-extraction rules: "evidence" narrows a parameter only as far as the trials show it
+#: matters (iishpo.evidence); "hull" keeps the best trials' [min, max] plus a margin
+RANGE_RULES = ("evidence", "hull")
+
+
 @dataclass(frozen=True)
 class RangeExtraction:
+    """How IIS narrows the space between stages (``conf/ranges/*.yaml``)."""
+
+    rule: str
     top_fraction: float
     min_trials: int
-    margin: float
     n_initial: int
+    #: hull: widen each numeric range by this fraction of its (log) width
+    margin: float
+    #: evidence: significance level of the per-parameter tests
+    alpha: float
+    #: evidence: confidence of the bound on the good region's extent
+    confidence: float
+    #: evidence: never keep less than this fraction of a parameter's full (log) width
+    min_width: float
 
 
 @dataclass(frozen=True)
@@ -193,12 +208,19 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
                 "strategies get the same number of evaluations"
             )
     r = study.ranges
+    if r.rule not in RANGE_RULES:
+        raise ConfigError(f"study.ranges.rule {r.rule!r} is not a range-extraction rule; allowed: {RANGE_RULES}")
     if not 0 < r.top_fraction <= 1:
         raise ConfigError(f"study.ranges.top_fraction must be in (0, 1], got {r.top_fraction}")
     if r.min_trials < 1 or r.n_initial < 0 or r.margin < 0:
         raise ConfigError(
             f"study.ranges needs min_trials >= 1, n_initial >= 0, margin >= 0; got {r}"
         )
+    for name in ("alpha", "confidence"):
+        if not 0 < getattr(r, name) < 1:
+            raise ConfigError(f"study.ranges.{name} must be in (0, 1), got {getattr(r, name)}")
+    if not 0 < r.min_width <= 1:
+        raise ConfigError(f"study.ranges.min_width must be in (0, 1], got {r.min_width}")
     if not 0 <= study.max_failure_fraction <= 1:
         raise ConfigError(
             f"study.max_failure_fraction must be in [0, 1], got {study.max_failure_fraction}"

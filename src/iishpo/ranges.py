@@ -1,7 +1,11 @@
-"""IIS range extraction: from one stage's best trials to the next stage's narrowed space.
+"""IIS range extraction: from one stage's trials to the next stage's narrowed space.
 
-Good value ranges come from the best ``top_fraction`` of the successful trials (at least
-``min_trials``). :func:`narrow_to_best` is the rule: numeric parameters get ``[min, max]``
+The good trials are the best ``top_fraction`` of the successful ones (at least
+``min_trials``). Two rules turn them into ranges (``study.ranges.rule``):
+
+* ``evidence`` (the default, :func:`narrow_by_evidence`): a parameter is narrowed only
+  as far as the good trials' values differ from the others' (:mod:`iishpo.evidence`).
+* ``hull`` (:func:`narrow_to_best`, the rule of earlier versions): numeric parameters get ``[min, max]``
 of those trials, widened by ``margin`` times the width (in log space for log-scaled ones)
 and clipped to the full range; categorical parameters keep only the values those trials
 used. The layer count that the space's ``resolution_bound`` caps is re-derived for the new
@@ -19,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from iishpo.config import RangeExtraction
+from iishpo.evidence import keep_choices, narrow_numeric
 from iishpo.space import CATEGORICAL, INT, Config, Param, SearchSpace, build_space
 from iishpo.store import Trial, ranked
 
@@ -39,7 +44,13 @@ def extract(
 ) -> tuple[SearchSpace, list[Config]]:
     """The narrowed space at ``next_resolution`` and the configurations that start it."""
     top = best_trials(trials, settings)
-    space = narrow_to_best(build_space(space_spec, next_resolution), top, settings.margin)
+    full = build_space(space_spec, next_resolution)
+    if settings.rule == "hull":
+        space = narrow_to_best(full, top, settings.margin)
+    else:
+        chosen = {t.number for t in top}
+        others = [t for t in trials if t.number not in chosen]
+        space = narrow_by_evidence(full, top, others, settings)
     initial = [space.project(t.config) for t in top[: settings.n_initial]]
     return space, initial
 
@@ -56,6 +67,30 @@ def narrow_to_best(full: SearchSpace, top: Sequence[Trial], margin: float) -> Se
             params.append(replace(p, low=min(max(int(min(values)), p.low), p.high)))  # type: ignore[type-var]
         else:
             params.append(_narrow(p, values, margin))
+    return full.with_params(params)
+
+
+def narrow_by_evidence(
+    full: SearchSpace, top: Sequence[Trial], others: Sequence[Trial], settings: RangeExtraction
+) -> SearchSpace:
+    """``full`` narrowed where the ``top`` trials differ from the ``others`` (failed ones
+    included: a region where training fails is evidence too). The resolution-bounded
+    layer count keeps the upper bound the next resolution allows."""
+    bounded = full.resolution_bound.param if full.resolution_bound is not None else None
+    params = []
+    for p in full.params:
+        good = [t.config[p.name] for t in top if p.name in t.config]
+        rest = [t.config[p.name] for t in others if p.name in t.config]
+        if not good:
+            params.append(p)
+        elif p.kind == CATEGORICAL:
+            params.append(keep_choices(p, good, rest, alpha=settings.alpha, best=good[0]))
+        else:
+            narrowed = narrow_numeric(
+                p, good, rest, alpha=settings.alpha, confidence=settings.confidence,
+                min_width=settings.min_width,
+            )
+            params.append(replace(narrowed, high=p.high) if p.name == bounded else narrowed)
     return full.with_params(params)
 
 
