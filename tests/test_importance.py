@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import optuna
 import pytest
 
 import experiment_stores
+from helpers import REPO
+from iishpo.config import compose_config, validate
 from iishpo.importance import (
     Importance,
     analysed_params,
@@ -200,3 +203,26 @@ def test_importance_from_real_stores_equals_an_independent_recomputation(stores:
             assert row[f"top{k}"] == "; ".join(" x ".join(s) for s in top)
             largest = analysed[-1].top(k)
             assert row[f"top{k}_overlap_with_largest"] == len(set(top) & set(largest)) / k
+
+
+PENDING = REPO / "conf" / "pending" / "study"
+
+
+@pytest.mark.parametrize("name", ["importance", "importance-paper"])
+def test_experiment1_studies_compose_and_validate_but_for_the_new_strategy(name: str, tmp_path: Path) -> None:
+    """Composed from a copy of conf/ holding the pending studies; validated with the
+    strategy set to one that exists today (README in conf/pending)."""
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    shutil.copy(PENDING / f"{name}.yaml", conf / "study")
+    cfg = compose_config([f"study={name}"], conf)
+    assert cfg["study"]["strategies"] == ["independent"]
+    study = validate({**cfg, "study": {**cfg["study"], "strategies": ["standard"]}}).study
+    assert study.optimizers == ("random", "tpe", "ga")
+    per_resolution = study.budget * len(study.seeds) * len(study.optimizers)
+    assert per_resolution >= 8 * 10  # pooled trials: ten times what fANOVA of 7 needs
+    if name == "importance-paper":
+        assert (study.datasets, study.ladder, study.budget, study.seeds) == (("stl10",), (32, 48, 96), 1500, (0, 1, 2))
+    else:
+        assert study.datasets == ("synthetic",) and len(study.ladder) >= 3
+        assert per_resolution * len(study.ladder) <= 400  # minutes on 2 cores
