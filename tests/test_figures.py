@@ -96,6 +96,7 @@ def test_progress_is_the_best_error_within_each_stage() -> None:
 
 def test_mean_band_and_time_grid() -> None:
     mean, low, high = mean_band([[1.0, 2.0, math.nan], [3.0, 4.0]])
+    assert mean[0] - low[0] == pytest.approx(statistics.stdev([1.0, 3.0]))
     assert mean[:2].tolist() == [2.0, 3.0] and np.isnan(mean[2])  # no value at position 3
     assert high[0] - mean[0] == pytest.approx(statistics.stdev([1.0, 3.0]))
     sampled = on_time_grid([10.0, 20.0], [0.5, 0.4], np.array([0.0, 10.0, 15.0, 25.0]))

@@ -22,12 +22,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from iishpo.importance import Importance, subset_name  # noqa: E402
-from iishpo.store import Trial  # noqa: E402
+from iishpo.importance import Importance, subset_name
+from iishpo.store import Trial
 
 #: Fixed colours of the known optimizers (matplotlib's tab10); others follow in name order.
 OPTIMIZER_COLOURS = {"random": "#1f77b4", "tpe": "#ff7f0e", "ga": "#2ca02c", "smac": "#d62728"}
