@@ -1,0 +1,106 @@
+"""The Snakemake HTML report opens in a browser with every figure rendered.
+
+Headless Chromium (Debian package ``chromium``) decodes every image and reports its
+natural size; a test without Chromium, or before the workflow's rules flag outputs with
+``report()``, skips and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, TINY
+from iishpo import figures
+from iishpo.store import Trial
+
+CAPTIONS = REPO / "workflow" / "report"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium is not installed (Debian: apt-get install -y chromium)",
+)
+
+
+def report_is_wired() -> bool:
+    return any("report(" in path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
+
+
+def dump_dom(page: Path) -> str:
+    assert CHROMIUM is not None
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
+         "--dump-dom", page.as_uri()],
+        check=True, capture_output=True, text=True, timeout=180,
+    )
+    return result.stdout
+
+
+def rendered_sizes(image_uris: list[str], workdir: Path) -> list[tuple[int, int]]:
+    """The natural (width, height) Chromium decodes every image to; (0, 0) if it cannot."""
+    probe = workdir / "probe.html"
+    probe.write_text(
+        "<html><body><script>\n"
+        f"const sources = {json.dumps(image_uris)};\n"
+        "Promise.all(sources.map(s => new Promise(done => { const img = new Image();"
+        " img.onload = () => done([img.naturalWidth, img.naturalHeight]);"
+        " img.onerror = () => done([0, 0]); img.src = s; })))"
+        ".then(sizes => { const out = document.createElement('pre'); out.id = 'sizes';"
+        " out.textContent = JSON.stringify(sizes); document.body.appendChild(out); });\n"
+        "</script></body></html>\n"
+    )
+    match = re.search(r'<pre id="sizes">(.*?)</pre>', dump_dom(probe), re.DOTALL)
+    assert match, "the probe page did not finish decoding the images"
+    return [tuple(size) for size in json.loads(match.group(1))]
+
+
+def data_uri(path: Path) -> str:
+    from snakemake.report.common import data_uri_from_file
+
+    return data_uri_from_file(path)
+
+
+@needs_chromium
+def test_chromium_renders_every_figure_format(tmp_path: Path) -> None:
+    trials = tuple(
+        Trial(i, {}, "ok", 0.9 - 0.05 * i, 0.9 - 0.05 * i, 1, 0, 1.0, 3.0 * (i + 1), None, 0, "t")
+        for i in range(6)
+    )
+    paths = figures.progress_figure([figures.RunTrials("tpe", "standard", 0, (trials,))], "probe", tmp_path / "fig5")
+    sizes = rendered_sizes([data_uri(p) for p in paths] + ["data:image/png;base64,AAAA"], tmp_path)
+    assert all(w > 200 and h > 200 for w, h in sizes[:-1]), sizes
+    assert sizes[-1] == (0, 0)  # a broken image is reported as such
+
+
+@needs_chromium
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not report_is_wired(),
+    reason="no rule in workflow/rules/*.smk flags outputs with report() yet: the figures, "
+    "tables and captions in workflow/report/ are not wired into the DAG",
+)
+def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
+    overrides = " ".join(TINY)
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+        str(tmp_path), "--cores", "2", "--config", f"overrides={overrides}",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300)
+    html = (tmp_path / "report.html").read_text()
+    dom = dump_dom(tmp_path / "report.html")
+    assert "Snakemake" in dom and len(dom) > len(html) // 2  # the report's app ran
+    images = re.findall(r'"(data:image/(?:png|svg\+xml)[^"]+)"', html)
+    figure_captions = sorted(CAPTIONS.glob("fig*.rst"))
+    flagged = {name for name in re.findall(r'caption="[^"]*?/(fig[^"/]+\.rst)"', "".join(
+        p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")))}
+    assert flagged == {p.name for p in figure_captions}, "every figure caption is used by a rule"
+    assert len(images) >= len(figure_captions)
+    sizes = rendered_sizes(images, tmp_path)
+    assert all(w > 0 and h > 0 for w, h in sizes), sizes
