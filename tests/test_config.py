@@ -20,7 +20,10 @@ def test_every_study_composes_and_validates(study: str) -> None:
     assert settings.study.datasets
     for strategy in settings.study.strategies:
         stages = settings.study.stages(strategy)
-        assert sum(b for _, b in stages) == settings.study.budget
+        if strategy == "independent":  # the whole budget at every resolution
+            assert stages == [(r, settings.study.budget) for r in settings.study.ladder]
+        else:  # the same number of evaluations in every run
+            assert sum(b for _, b in stages) == settings.study.budget
         assert stages[-1][0] == settings.study.ladder[-1]
 
 

@@ -7,7 +7,14 @@ import statistics
 
 import pytest
 
-from iishpo.evidence import concentration_p, extent_factor, from_unit, keep_choices, narrow_numeric, unit
+from iishpo.evidence import (
+    concentration_p,
+    extent_factor,
+    from_unit,
+    keep_choices,
+    narrow_numeric,
+    unit,
+)
 from iishpo.space import CATEGORICAL, FLOAT, INT, Param
 
 X = Param("x", FLOAT, low=1e-4, high=1.0, log=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ import optuna
 import pytest
 
 import experiment_stores
-from helpers import REPO
-from iishpo.config import compose_config, validate
+from helpers import compose
 from iishpo.importance import (
     Importance,
     analysed_params,
@@ -205,19 +203,11 @@ def test_importance_from_real_stores_equals_an_independent_recomputation(stores:
             assert row[f"top{k}_overlap_with_largest"] == len(set(top) & set(largest)) / k
 
 
-PENDING = REPO / "conf" / "pending" / "study"
-
-
 @pytest.mark.parametrize("name", ["importance", "importance-paper"])
-def test_experiment1_studies_compose_and_validate_but_for_the_new_strategy(name: str, tmp_path: Path) -> None:
-    """Composed from a copy of conf/ holding the pending studies; validated with the
-    strategy set to one that exists today (README in conf/pending)."""
-    conf = tmp_path / "conf"
-    shutil.copytree(REPO / "conf", conf)
-    shutil.copy(PENDING / f"{name}.yaml", conf / "study")
-    cfg = compose_config([f"study={name}"], conf)
-    assert cfg["study"]["strategies"] == ["independent"]
-    study = validate({**cfg, "study": {**cfg["study"], "strategies": ["standard"]}}).study
+def test_experiment1_studies_run_every_resolution_independently(name: str) -> None:
+    study = compose(f"study={name}").study
+    assert study.strategies == ("independent",)
+    assert study.stages("independent") == [(r, study.budget) for r in study.ladder]
     assert study.optimizers == ("random", "tpe", "ga")
     per_resolution = study.budget * len(study.seeds) * len(study.optimizers)
     assert per_resolution >= 8 * 10  # pooled trials: ten times what fANOVA of 7 needs

@@ -30,8 +30,10 @@ from iishpo.typed import SettingsError, build
 #: standard: the whole budget at the largest resolution; iis: one stage per ladder
 #: resolution, each in the space narrowed by the stage before; narrowing: the control that
 #: separates IIS's two effects, IIS's stage budgets and range extraction with every stage
-#: at the largest resolution (the paper's closing suggestion, Sec. 5)
-STRATEGIES = ("standard", "iis", "narrowing")
+#: at the largest resolution (the paper's closing suggestion, Sec. 5); independent: the
+#: paper's Experiment 1, the whole budget at every ladder resolution, each from the full
+#: space (no narrowing, no test evaluation; for hyperparameter importance per resolution)
+STRATEGIES = ("standard", "iis", "narrowing", "independent")
 #: strategies whose runs have several stages with range extraction in between
 STAGED = ("iis", "narrowing")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -88,6 +90,8 @@ class Study:
             return [(self.ladder[-1], self.budget)]
         if strategy == "narrowing":
             return [(self.ladder[-1], budget) for budget in self.iis_budgets]
+        if strategy == "independent":
+            return [(resolution, self.budget) for resolution in self.ladder]
         return list(zip(self.ladder, self.iis_budgets, strict=True))
 
 

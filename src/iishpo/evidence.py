@@ -106,7 +106,7 @@ def narrow_numeric(
     low = full.low if lo <= 0 else max(from_unit(full, lo), full.low)  # type: ignore[type-var]
     high = full.high if hi >= 1 else min(from_unit(full, hi), full.high)  # type: ignore[type-var]
     if full.kind == INT:
-        return replace(full, low=int(math.floor(low + 1e-9)), high=int(math.ceil(high - 1e-9)))
+        return replace(full, low=math.floor(low + 1e-9), high=math.ceil(high - 1e-9))
     return replace(full, low=low, high=high)
 
 

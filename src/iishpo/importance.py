@@ -10,7 +10,7 @@ Optuna's (same settings and seed), and the tests check that its singles equal Op
 
 What is analysed:
 
-* Only the hyperparameters every configuration has (``space.GLOBAL_PARAMS``). Per-layer
+* Only the hyperparameters every configuration has (no ``per_layer_of``). Per-layer
   filters and units exist only for the layers a configuration has; imputing the missing
   ones would invent data, and the paper's Fig. 2 shows global hyperparameters.
   Parameters whose range at a resolution is a single value are left out (nothing varies).
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from iishpo.space import CATEGORICAL, GLOBAL_PARAMS, INT, Param, SearchSpace, build_space
+from iishpo.space import CATEGORICAL, INT, Param, SearchSpace, build_space
 from iishpo.store import Trial
 
 #: Forest settings shared with Optuna's evaluator (its defaults), so both fit the same forest.
@@ -76,9 +76,9 @@ class Importance:
 def analysed_params(space: SearchSpace) -> tuple[str, ...]:
     """The always-active hyperparameters of ``space`` that can take more than one value."""
     return tuple(
-        name for name in GLOBAL_PARAMS
-        if name in space and _bounds(space[name])[0] < _bounds(space[name])[1]
-        and not (space[name].kind == CATEGORICAL and len(space[name].choices or ()) < 2)
+        p.name for p in space.params
+        if p.active_if is None and _bounds(p)[0] < _bounds(p)[1]
+        and not (p.kind == CATEGORICAL and len(p.choices or ()) < 2)
     )
 
 

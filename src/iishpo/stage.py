@@ -53,8 +53,8 @@ from iishpo.device import device_for
 from iishpo.failures import TrialFailed, failure_cause, failure_record
 from iishpo.memory import release_memory
 from iishpo.optimizers import create_optimizer
-from iishpo.seeds import Stream, derive_seed
 from iishpo.provenance import device_description, provenance
+from iishpo.seeds import Stream, derive_seed
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic, write_json_atomic
 from iishpo.training import evaluate_trial

@@ -22,7 +22,6 @@ from iishpo.seeds import Stream, derive_seed
 from iishpo.space import CATEGORICAL, INT, Config, Param
 
 
-
 class _HyperoptOptimizer(Optimizer):
     """Shared machinery: the conditional hyperopt space and the Trials bookkeeping."""
 
