@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import TINY, compose
+from iishpo.artifacts import read_evaluation
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.evaluation import evaluate_test
 from iishpo.store import Trial, TrialStore
@@ -55,10 +55,10 @@ def test_best_trial_is_retrained_and_scored(tmp_path: Path, folds: bool, metric:
     out = evaluate_test(
         settings, "synthetic", 0, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
     )
-    assert out["metric"] == metric
-    assert out["config"] == CONFIG and out["val_error"] == 0.1 and out["trial"] == 1
-    assert len(out["fold_scores"]) == (3 if folds else 1)
-    assert out["test_score"] == pytest.approx(np.mean(out["fold_scores"]))
-    assert out["test_score"] > 0.8  # the classes are separable: a broken retraining would not be
-    assert json.loads((tmp_path / "test.json").read_text())["test_score"] == out["test_score"]
-    assert out["provenance"]["config"]["study"]["name"] == "smoke"
+    assert out.metric == metric
+    assert out.config == CONFIG and out.val_error == 0.1 and out.trial == 1
+    assert len(out.fold_scores) == (3 if folds else 1)
+    assert out.test_score == pytest.approx(np.mean(out.fold_scores))
+    assert out.test_score > 0.8  # the classes are separable: a broken retraining would not be
+    assert read_evaluation(tmp_path / "test.json") == out
+    assert out.provenance.config["study"]["name"] == "smoke"

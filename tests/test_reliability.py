@@ -25,10 +25,12 @@ import yaml
 from helpers import CONF, REPO, TINY, compose
 from iishpo import stage as stage_module
 from iishpo import training
+from iishpo.artifacts import RangesRecord, write_record
 from iishpo.config import ConfigError, Settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.space import build_space
+from iishpo.ranges import describe
+from iishpo.space import SearchSpace, build_space
 from iishpo.stage import (
     JOURNAL,
     SUMMARY,
@@ -306,7 +308,8 @@ def ranges_file(path: Path, settings: Settings, learning_rate: tuple[float, floa
     for param in space["params"]:
         if param["name"] == "learning_rate":
             param["low"], param["high"] = learning_rate
-    path.write_text(json.dumps({"space": space, "initial_points": initial}))
+    narrowed = SearchSpace.from_dict(space)
+    write_record(path, RangesRecord(narrowed, initial, describe(narrowed), config_digest=""))
     return path
 
 
@@ -380,7 +383,7 @@ def test_diverging_oversized_and_raising_trials_fail_and_the_stage_goes_on(
     assert errors[4].startswith("TrialFailed: out of memory: MemoryError")
     assert [t.loss for t in trials] == told == [WORST_LOSS, WORST_LOSS, trials[2].val_error, WORST_LOSS, WORST_LOSS]
     assert all(t.val_error is None for t in trials if not t.ok)
-    assert summary["n_failed"] == 4 and summary["best"]["number"] == 2
+    assert summary.n_failed == 4 and summary.best is not None and summary.best.number == 2
     assert (tmp_path / "out" / SUMMARY).exists() and not (tmp_path / "out" / JOURNAL).exists()
 
 
