@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     early, last = rows[args.early - 1], rows[-1]
     ratio = last[1] / early[1]
     result = {
-        "evaluations": len(rows), "failed": summary["n_failed"], "wall_time_s": round(wall, 1),
+        "evaluations": len(rows), "failed": summary.n_failed, "wall_time_s": round(wall, 1),
         f"peak_rss_mb_after_{args.early}": round(early[1], 1), f"peak_rss_mb_after_{len(rows)}": round(last[1], 1),
         "peak_ratio": round(ratio, 4),
         f"rss_mb_after_{args.early}": round(early[2], 1), f"rss_mb_after_{len(rows)}": round(last[2], 1),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from helpers import TINY, compose
+from iishpo.artifacts import read_evaluation
 from iishpo.batches import TrainingData
 from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits, save_splits
@@ -95,10 +95,10 @@ def test_best_trial_is_retrained_and_scored(
         assert trained == [_rows(pool[fold]) for fold in splits.test_folds]
     else:
         assert trained == [_rows(tensors.tensors["train"].x)]
-    assert out["metric"] == metric
-    assert out["config"] == CONFIG and out["val_error"] == 0.1 and out["trial"] == 1
-    assert len(out["fold_scores"]) == (3 if folds else 1)
-    assert out["test_score"] == pytest.approx(np.mean(out["fold_scores"]))
-    assert out["test_score"] > 0.8  # the classes are separable: a broken retraining would not be
-    assert json.loads((tmp_path / "test.json").read_text())["test_score"] == out["test_score"]
-    assert out["provenance"]["config"]["study"]["name"] == "smoke"
+    assert out.metric == metric
+    assert out.config == CONFIG and out.val_error == 0.1 and out.trial == 1
+    assert len(out.fold_scores) == (3 if folds else 1)
+    assert out.test_score == pytest.approx(np.mean(out.fold_scores))
+    assert out.test_score > 0.8  # the classes are separable: a broken retraining would not be
+    assert read_evaluation(tmp_path / "test.json") == out
+    assert out.provenance.config["study"]["name"] == "smoke"

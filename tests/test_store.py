@@ -1,11 +1,27 @@
-"""The trial journal: durable appends, torn last records, corrupt middles."""
+"""The result files: the trial journal (durable appends, torn last records, corrupt middles)
+and the typed stage, ranges and test records (round trip, unknown formats)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from helpers import TINY, compose
+from iishpo.artifacts import (
+    BestTrial,
+    EvaluationRecord,
+    RangesRecord,
+    StageRecord,
+    read_evaluation,
+    read_ranges,
+    read_stage,
+    write_record,
+)
+from iishpo.provenance import Provenance
+from iishpo.ranges import describe
+from iishpo.space import build_space
 from iishpo.store import Trial, TrialStore, read_trials
 
 
@@ -51,3 +67,70 @@ def test_corrupt_record_in_the_middle_is_an_error(tmp_path: Path) -> None:
     store.append(_trial(1))
     with pytest.raises(ValueError, match="corrupt trial record at byte"):
         store.load()
+
+
+# -- stage, ranges and test files ---------------------------------------------------------
+
+PROVENANCE = Provenance(
+    config={"study": {"name": "smoke"}}, overrides=["study=smoke"], packages={"torch": "2.13.0"},
+    python="3.11.0", git={"commit": "0" * 40, "dirty": False}, host="h", created_at="2026-01-01T00:00:00+00:00",
+    device="cpu (x86_64)", seed=3,
+)
+
+
+def _records() -> list[StageRecord | RangesRecord | EvaluationRecord]:
+    space = build_space(compose(*TINY).space, 16)
+    best = {"learning_rate": 0.02, "n_conv": 1}
+    return [
+        StageRecord(
+            dataset="synthetic", optimizer="tpe", strategy="iis", seed=3, stage=1, resolution=16,
+            budget=4, n_trials=4, n_failed=1, wall_time=12.5, best=BestTrial(2, 0.25, best),
+            config_digest="abc", provenance=PROVENANCE,
+        ),
+        StageRecord(
+            dataset="synthetic", optimizer="tpe", strategy="iis", seed=3, stage=0, resolution=8,
+            budget=2, n_trials=2, n_failed=2, wall_time=1.0, best=None, config_digest="abc",
+            provenance=PROVENANCE,
+        ),
+        RangesRecord(space=space, initial_points=[best], ranges=describe(space), config_digest="def"),
+        EvaluationRecord(
+            metric="accuracy", test_score=0.75, fold_scores=[0.75], val_error=0.25, trial=2,
+            config=best, resolution=16, wall_time=3.0, config_digest="ghi", provenance=PROVENANCE,
+        ),
+    ]
+
+
+READERS = {StageRecord: read_stage, RangesRecord: read_ranges, EvaluationRecord: read_evaluation}
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_records_read_back_equal(tmp_path: Path, index: int) -> None:
+    record = _records()[index]
+    write_record(tmp_path / "record.json", record)
+    assert json.loads((tmp_path / "record.json").read_text())["format"] == 1
+    assert READERS[type(record)](tmp_path / "record.json") == record
+
+
+@pytest.mark.parametrize("index", [0, 2, 3])
+@pytest.mark.parametrize("edit", ["format 2", "no format", "unknown field", "missing field"])
+def test_unreadable_record_is_an_error_naming_the_file(tmp_path: Path, index: int, edit: str) -> None:
+    record = _records()[index]
+    path = tmp_path / "record.json"
+    write_record(path, record)
+    data = json.loads(path.read_text())
+    if edit == "format 2":
+        data["format"] = 2
+        message = "format 2 is not readable by this version"
+    elif edit == "no format":
+        del data["format"]
+        message = "format None is not readable by this version"
+    elif edit == "unknown field":
+        data["extra"] = 1
+        message = r"unknown fields \['extra'\]"
+    else:
+        del data["config_digest"]
+        message = r"missing fields \['config_digest'\]"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as error:
+        READERS[type(record)](path)
+    assert str(path) in str(error.value)

@@ -1,39 +1,92 @@
-"""The whole DAG, end to end, through Snakemake itself, on tiny data."""
+"""The whole DAG, end to end, through Snakemake itself, on tiny data; every number the
+summary reports recomputed from the trial, stage and test files; and which jobs a
+configuration change reruns (`snakemake -n`)."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import json
+import math
 import os
-import shlex
+import re
+import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import REPO, TINY
-from iishpo.store import read_trials
+from helpers import REPO, TINY, compose
+from iishpo.artifacts import read_evaluation, read_ranges, read_stage
+from iishpo.config import Settings
+from iishpo.layout import Layout, RunKey, StageKey, digest, runs, stage_config, stages
+from iishpo.space import Config, SearchSpace
+from iishpo.store import Trial, read_trials
+
+pytestmark = pytest.mark.slow
+
+#: the tiny study: every optimizer, both strategies, two seeds (so that std is not 0)
+STUDY = (*TINY, "study.seeds=[0,1]")
 
 
 def snakemake_config(*extra: str) -> list[str]:
-    """TINY (and ``extra``) as Snakemake ``--config`` pairs: ``overrides`` holds the dotted keys."""
-    overrides = " ".join(shlex.quote(o) for o in (*TINY, *extra))
-    return [f"overrides={overrides}"]
+    """STUDY (and ``extra``) as Snakemake ``--config`` pairs: ``overrides`` holds the dotted
+    keys, space-separated (none of them contains a space or a quote)."""
+    return ["overrides=" + " ".join((*STUDY, *extra))]
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, flags: tuple[str, ...] = (), snakefile: Path = REPO / "Snakefile"
+) -> subprocess.CompletedProcess[str]:
     """Run the real workflow of this repository with ``workdir`` as working directory."""
     command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
         "--directory", str(workdir), "--cores", "2", *flags, "--config", *snakemake_config(*args),
     ]
-    env = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_ROOT": str(workdir)}
-    result = subprocess.run(
-        command, check=False, capture_output=True, text=True, env=env, timeout=900
-    )
+    env = {**os.environ, "IISHPO_ROOT": str(workdir)}  # data and results land in workdir
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=1800)
     if check and result.returncode != 0:
         pytest.fail(f"snakemake failed ({result.returncode}):\n{result.stderr[-6000:]}")
     return result
+
+
+def planned_jobs(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> set[tuple[str, str]]:
+    """``(rule, wildcards)`` of every job ``snakemake -n`` would run, the target rule left out."""
+    result = snakemake(workdir, *args, flags=("--dry-run",), snakefile=snakefile)
+    jobs: list[list[str]] = []
+    for line in (result.stdout + result.stderr).splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            jobs.append([match.group(1), ""])
+        elif line.strip().startswith("wildcards:") and jobs:
+            jobs[-1][1] = line.strip().removeprefix("wildcards: ")
+    return {(rule, wildcards) for rule, wildcards in jobs if rule != "default"}
+
+
+def wildcards(key: RunKey | StageKey) -> str:
+    """As Snakemake prints a job's wildcards."""
+    return ", ".join(f"{name}={value}" for name, value in asdict(key).items())
+
+
+def jobs_of(
+    settings: Settings, optimizers: set[str], from_stage: int = 0, strategies: tuple[str, ...] = ("standard", "iis")
+) -> set[tuple[str, str]]:
+    """The jobs of the given optimizers' runs: their stages from ``from_stage`` on (IIS),
+    the range extractions feeding those, their test evaluations and the summary."""
+    jobs = {("summarize", "")}
+    for run in runs(settings.study):
+        if run.optimizer not in optimizers or run.strategy not in strategies:
+            continue
+        plans = stages(settings.study, run)
+        for plan in plans:
+            if plan.key.stage >= from_stage:
+                jobs.add(("run_stage", wildcards(plan.key)))
+            if plan.key.stage + 1 < len(plans) and plan.key.stage + 1 >= from_stage:
+                jobs.add(("extract_ranges", wildcards(plan.key)))
+        jobs.add(("evaluate_test", wildcards(run)))
+    return jobs
 
 
 @pytest.fixture(scope="module")
@@ -43,49 +96,232 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def test_every_stage_of_the_dag_produced_its_outputs(finished_study: Path) -> None:
-    from helpers import compose
-
-    study = compose(*TINY).study
-    results = finished_study / "results" / study.name
-    for optimizer in study.optimizers:
-        for strategy in study.strategies:
-            run = results / "synthetic" / optimizer / strategy / "seed0"
-            stages = study.stages(strategy)
-            for k, (resolution, budget) in enumerate(stages):
-                trials = read_trials(run / f"stage{k}" / "trials.jsonl")
-                assert len(trials) == budget
-                summary = json.loads((run / f"stage{k}" / "stage.json").read_text())
-                assert summary["resolution"] == resolution
-                assert summary["provenance"]["config"]["study"]["name"] == study.name
-                assert summary["provenance"]["packages"]["torch"].startswith("2.")
-                assert "commit" in summary["provenance"]["git"]
-                assert not (run / f"stage{k}" / "trials.journal.jsonl").exists()
-                if k + 1 < len(stages):
-                    ranges = json.loads((run / f"stage{k}" / "ranges.json").read_text())
-                    assert ranges["space"]["resolution"] == stages[k + 1][0]
-                    assert ranges["initial_points"]
-            test = json.loads((run / "test.json").read_text())
-            assert 0.0 <= test["test_score"] <= 1.0
-            assert test["resolution"] == study.ladder[-1]
-    markdown = (results / "summary.md").read_text()
-    assert "time reduction" in markdown and "Test score" in markdown
-    metrics = json.loads((results / "metrics.json").read_text())
-    assert set(metrics["synthetic"]) == set(study.optimizers)
-    assert (results / "progress.png").stat().st_size > 0
-    assert (results / "progress" / "synthetic.csv").read_text().startswith("evaluation,")
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return compose(*STUDY)
 
 
-def test_iis_stage_starts_from_the_previous_stage_best(finished_study: Path) -> None:
-    run = finished_study / "results" / "smoke" / "synthetic" / "tpe" / "iis" / "seed0"
-    ranges = json.loads((run / "stage0" / "ranges.json").read_text())
-    first = read_trials(run / "stage1" / "trials.jsonl")[0]
-    assert first.config == ranges["initial_points"][0]
+@pytest.fixture(scope="module")
+def layout(finished_study: Path, settings: Settings) -> Layout:
+    return Layout(finished_study / Layout.of(settings).root)
+
+
+def test_every_stage_of_the_dag_produced_its_outputs(settings: Settings, layout: Layout) -> None:
+    for run in runs(settings.study):
+        plans = stages(settings.study, run)
+        for plan in plans:
+            trials = read_trials(layout.trials(plan.key))
+            assert len(trials) == plan.budget
+            record = read_stage(layout.stage_record(plan.key))
+            assert (record.resolution, record.budget, record.n_trials) == (plan.resolution, plan.budget, plan.budget)
+            assert record.n_failed == sum(not t.ok for t in trials)
+            assert record.wall_time == trials[-1].elapsed
+            assert record.provenance.config == settings.resolved
+            assert record.config_digest == digest(stage_config(settings, plan.key))
+            assert not (layout.stage_dir(plan.key) / "trials.journal.jsonl").exists()
+            if plan.key.stage + 1 < len(plans):
+                ranges = read_ranges(layout.ranges(plan.key))
+                assert ranges.space.resolution == plans[plan.key.stage + 1].resolution
+        test = read_evaluation(layout.test(run))
+        best = by_hand_best(read_trials(layout.trials(plans[-1].key)))[0]
+        assert (test.trial, test.val_error, test.config) == (best.number, best.val_error, best.config)
+        assert test.resolution == settings.study.ladder[-1]
+        assert test.metric == settings.datasets[run.dataset]["test_metric"]
+
+
+def by_hand_best(trials: list[Trial]) -> list[Trial]:
+    """Successful trials, lowest validation error first, ties by number."""
+    ok = [t for t in trials if t.status == "ok"]
+    return sorted(ok, key=lambda t: (t.val_error, t.number))
+
+
+def in_space(config: Config, space: SearchSpace) -> bool:
+    """Every active parameter present and inside its narrowed domain, nothing else given."""
+    active = set()
+    for p in space.params:
+        if p.active_if is not None and not config[p.active_if[0]] > p.active_if[1]:
+            continue
+        active.add(p.name)
+        value = config[p.name]
+        if p.kind == "categorical":
+            if value not in p.choices:
+                return False
+        elif not (p.low <= value <= p.high) or (p.kind == "int" and value != int(value)):
+            return False
+    return set(config) == active
+
+
+def test_iis_stage_starts_from_the_previous_stage_best_inside_the_narrowed_space(
+    settings: Settings, layout: Layout
+) -> None:
+    n_initial = settings.study.ranges.n_initial
+    for run in runs(settings.study):
+        if run.strategy != "iis":
+            continue
+        plans = stages(settings.study, run)
+        for previous, plan in itertools.pairwise(plans):
+            ranges = read_ranges(layout.ranges(previous.key))
+            best = by_hand_best(read_trials(layout.trials(previous.key)))[:n_initial]
+            assert ranges.initial_points == [ranges.space.project(t.config) for t in best]
+            trials = read_trials(layout.trials(plan.key))
+            assert [t.config for t in trials[: len(ranges.initial_points)]] == ranges.initial_points
+            outside = [t.config for t in trials if not in_space(t.config, ranges.space)]
+            assert not outside, f"{run}: stage {plan.key.stage} trials outside the narrowed space"
+
+
+# -- the summary, recomputed -------------------------------------------------------------
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def run_numbers(settings: Settings, layout: Layout, run: RunKey) -> dict:
+    plans = stages(settings.study, run)
+    trials = [read_trials(layout.trials(p.key)) for p in plans]
+    last = by_hand_best(trials[-1])[0]
+    return {
+        "wall_time": sum(read_stage(layout.stage_record(p.key)).wall_time for p in plans),
+        "n_evaluations": sum(len(t) for t in trials),
+        "n_failed": sum(not t.ok for stage in trials for t in stage),
+        "best_val_error": last.val_error,
+        "test_score": read_evaluation(layout.test(run)).test_score,
+        "test_metric": settings.datasets[run.dataset]["test_metric"],
+    }
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_runs_table_matches_the_result_files(settings: Settings, layout: Layout) -> None:
+    rows = read_csv(layout.runs_table)
+    assert [(r["dataset"], r["optimizer"], r["strategy"], int(r["seed"])) for r in rows] == [
+        (r.dataset, r.optimizer, r.strategy, r.seed) for r in runs(settings.study)
+    ]
+    for row, run in zip(rows, runs(settings.study)):
+        expected = run_numbers(settings, layout, run)
+        assert float(row["wall_time"]) == pytest.approx(expected["wall_time"], rel=1e-12)
+        assert int(row["n_evaluations"]) == expected["n_evaluations"] == settings.study.budget
+        assert int(row["n_failed"]) == expected["n_failed"]
+        assert float(row["best_val_error"]) == expected["best_val_error"]
+        assert float(row["test_score"]) == expected["test_score"]
+        assert row["test_metric"] == expected["test_metric"]
+
+
+def groups(settings: Settings, layout: Layout) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for run in runs(settings.study):
+        out.setdefault((run.optimizer, run.strategy), []).append(run_numbers(settings, layout, run))
+    return out
+
+
+def test_table_1_time_reduction_and_metrics_match_the_result_files(settings: Settings, layout: Layout) -> None:
+    expected = groups(settings, layout)
+    rows = {(r["optimizer"], r["strategy"]): r for r in read_csv(layout.summary_table)}
+    assert rows.keys() == expected.keys()
+    metrics = json.loads(layout.metrics.read_text())["synthetic"]
+    markdown = layout.summary_markdown.read_text().splitlines()
+    optimizers = settings.study.optimizers
+    time_cells: dict[str, list[str]] = {"standard": [], "iis": [], "time reduction": []}
+    for (optimizer, strategy), members in expected.items():
+        row = rows[(optimizer, strategy)]
+        assert int(row["n_seeds"]) == len(settings.study.seeds) == len(members)
+        assert int(row["n_failed"]) == sum(m["n_failed"] for m in members)
+        for field in ("wall_time", "best_val_error", "test_score"):
+            mean, std = mean_std([m[field] for m in members])
+            assert float(row[f"{field}_mean"]) == pytest.approx(mean, rel=1e-12, abs=1e-15)
+            assert float(row[f"{field}_std"]) == pytest.approx(std, rel=1e-9, abs=1e-12)
+            assert metrics[optimizer][strategy][field] == round(mean, 3 if field == "wall_time" else 6)
+        if strategy == "iis":
+            standard = mean_std([m["wall_time"] for m in expected[(optimizer, "standard")]])[0]
+            reduction = 1 - mean_std([m["wall_time"] for m in members])[0] / standard
+            assert float(row["time_reduction"]) == pytest.approx(reduction, rel=1e-12)
+        else:
+            assert row["time_reduction"] == ""
+    for optimizer in optimizers:
+        for strategy in ("standard", "iis"):
+            mean, std = mean_std([m["wall_time"] for m in expected[(optimizer, strategy)]])
+            time_cells[strategy].append(f"{mean:.1f} ± {std:.1f}")
+        iis = mean_std([m["wall_time"] for m in expected[(optimizer, "iis")]])[0]
+        standard = mean_std([m["wall_time"] for m in expected[(optimizer, "standard")]])[0]
+        time_cells["time reduction"].append(f"{1 - iis / standard:.0%}")
+    for label, cells in time_cells.items():
+        assert f"| {label} | " + " | ".join(cells) + " |" in markdown
+
+
+def test_progress_rows_match_the_trials(settings: Settings, layout: Layout) -> None:
+    series: dict[str, list[list[float]]] = {}
+    for run in runs(settings.study):
+        curve: list[float] = []
+        for plan in stages(settings.study, run):
+            best = math.inf
+            for t in read_trials(layout.trials(plan.key)):
+                if t.status == "ok":
+                    best = min(best, t.val_error)  # type: ignore[type-var]
+                curve.append(best)
+        series.setdefault(f"{run.optimizer}-{run.strategy}", []).append(curve)
+    expected = []
+    for name in sorted(series):
+        for i in range(settings.study.budget):
+            values = [curve[i] for curve in series[name] if curve[i] != math.inf]
+            if values:
+                expected.append((i + 1, name, round(sum(values) / len(values), 6)))
+    rows = read_csv(layout.progress("synthetic"))
+    assert [(int(r["evaluation"]), r["series"], float(r["best_val_error"])) for r in rows] == expected
+    assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in ("standard", "iis")}
+    assert layout.plot.stat().st_size > 0
+
+
+def test_summary_refuses_results_of_another_configuration(finished_study: Path, settings: Settings) -> None:
+    changed = [*STUDY, "optimizers.tpe.gamma=0.3"]
+    result = subprocess.run(
+        [sys.executable, "-m", "iishpo", "summarize", "--results", "results/smoke", *changed],
+        cwd=finished_study, capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "IISHPO_CONF": str(REPO / "conf")},
+    )
+    assert result.returncode == 1
+    named = set(re.findall(r"results/smoke/\S+?\.json", result.stderr))
+    layout = Layout("results/smoke")
+    assert named == {
+        str(layout.stage_record(p.key))
+        for run in runs(settings.study) if run.optimizer == "tpe" for p in stages(settings.study, run)
+    }
+
+
+# -- reruns -------------------------------------------------------------------------------
 
 
 def test_rerun_of_a_finished_study_does_nothing(finished_study: Path) -> None:
-    result = snakemake(finished_study, flags=("--dry-run",))
-    assert "Nothing to be done" in result.stdout + result.stderr
+    assert planned_jobs(finished_study) == set()
+
+
+def test_an_optimizer_setting_reruns_that_optimizer_only(finished_study: Path, settings: Settings) -> None:
+    assert planned_jobs(finished_study, "optimizers.tpe.gamma=0.3") == jobs_of(settings, {"tpe"})
+
+
+def test_a_range_setting_reruns_the_iis_stages_after_extraction(finished_study: Path, settings: Settings) -> None:
+    assert planned_jobs(finished_study, "study.ranges.margin=0.5") == jobs_of(
+        settings, set(settings.study.optimizers), from_stage=1, strategies=("iis",)
+    )
+
+
+def test_an_edited_conf_file_reruns_what_it_affects(finished_study: Path, settings: Settings, tmp_path: Path) -> None:
+    """A copy of the workflow with its own conf/: moving it reruns nothing, editing the GA's
+    file reruns the GA's jobs."""
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    for folder in ("workflow", "conf"):
+        shutil.copytree(REPO / folder, copy / folder)
+    assert planned_jobs(finished_study, snakefile=copy / "Snakefile") == set()
+    ga = copy / "conf" / "optimizer" / "ga.yaml"
+    values = yaml.safe_load(ga.read_text())
+    ga.write_text(yaml.safe_dump({**values, "mutation_sigma": values["mutation_sigma"] * 2}))
+    assert planned_jobs(finished_study, snakefile=copy / "Snakefile") == jobs_of(settings, {"ga"})
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from iishpo.config import ConfigError, load_settings
@@ -81,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in TRAINING_COMMANDS:
         configure_training()
     if args.command == "check":
+        from iishpo.layout import runs, stages
+
         study = settings.study
         print(json.dumps({"study": study.name, "runs": [
-            {"dataset": d, "optimizer": o, "strategy": s, "seed": seed, "stages": study.stages(s)}
-            for d in study.datasets for o in study.optimizers for s in study.strategies for seed in study.seeds
+            {**asdict(run), "stages": [[plan.resolution, plan.budget] for plan in stages(study, run)]}
+            for run in runs(study)
         ]}, indent=1))
     elif args.command == "fetch":
         from iishpo.data.sources import fetch
@@ -104,23 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         key = StageKey(args.dataset, args.optimizer, args.strategy, args.seed, args.stage)
         run_stage(settings, key, args.data, args.ranges, args.out_dir)
     elif args.command == "extract-ranges":
+        from iishpo.artifacts import RangesRecord, write_record
+        from iishpo.layout import digest, ranges_config
         from iishpo.ranges import describe, extract
-        from iishpo.store import read_trials, write_json_atomic
+        from iishpo.store import read_trials
 
         space, initial = extract(read_trials(args.trials), settings.study.ranges, settings.space, args.resolution)
-        write_json_atomic(args.output, {
-            "space": space.to_dict(), "initial_points": initial, "ranges": describe(space),
-        })
+        write_record(args.output, RangesRecord(
+            space=space, initial_points=initial, ranges=describe(space),
+            config_digest=digest(ranges_config(settings, args.resolution)),
+        ))
         log.info("ranges for %d px: %s", args.resolution, json.dumps(describe(space)))
     elif args.command == "evaluate-test":
         from iishpo.evaluation import evaluate_test
 
         evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
     elif args.command == "summarize":
-        from iishpo.summary import summarize
+        from iishpo.layout import Layout
+        from iishpo.summary import StaleResults, summarize
 
-        summarize(settings, args.results)
-        print((args.results / "summary.md").read_text())
+        try:
+            summarize(settings, args.results)
+        except StaleResults as err:
+            print(f"iishpo: {err}", file=sys.stderr)
+            return 1
+        print(Layout(args.results).summary_markdown.read_text())
     return 0
 
 

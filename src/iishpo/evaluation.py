@@ -16,19 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iishpo.artifacts import EvaluationRecord, write_record
 from iishpo.batches import TrainingData
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.device import device_for
+from iishpo.layout import digest, evaluation_config
 from iishpo.provenance import device_description, provenance
 from iishpo.seeds import Stream, derive_seed
-from iishpo.store import ranked, read_trials, write_json_atomic
+from iishpo.store import ranked, read_trials
 from iishpo.training import evaluate, train
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path, data_file: Path, out_file: Path) -> dict:
+def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path, data_file: Path, out_file: Path) -> EvaluationRecord:
     trials = ranked(read_trials(trials_file))
     if not trials:
         raise ValueError(f"{trials_file}: no successful trial to evaluate on the test set")
@@ -53,12 +55,13 @@ def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path
         _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST))
         scores = [evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes)]
         score = scores[0]
-    out = {
-        "metric": metric, "test_score": score, "fold_scores": scores,
-        "val_error": best.val_error, "trial": best.number, "config": best.config,
-        "resolution": data.resolution, "wall_time": round(time.perf_counter() - start, 3),
-        "provenance": provenance(settings.resolved, settings.overrides, device=device_description(device), seed=seed),
-    }
-    write_json_atomic(out_file, out)
+    out = EvaluationRecord(
+        metric=metric, test_score=score, fold_scores=scores,
+        val_error=best.val_error, trial=best.number, config=best.config,  # type: ignore[arg-type]
+        resolution=data.resolution, wall_time=round(time.perf_counter() - start, 3),
+        config_digest=digest(evaluation_config(settings, dataset)),
+        provenance=provenance(settings.resolved, settings.overrides, device=device_description(device), seed=seed),
+    )
+    write_record(out_file, out)
     log.info("test %s of the best configuration (val_error %.4f): %.4f", metric, best.val_error, score)
     return out

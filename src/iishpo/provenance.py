@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -53,14 +54,30 @@ def device_description(device: Any) -> str:
     return f"{device} ({platform.processor() or platform.machine()})"
 
 
-def provenance(resolved_config: dict[str, Any], overrides: tuple[str, ...], **extra: Any) -> dict[str, Any]:
-    return {
-        "config": resolved_config,
-        "overrides": list(overrides),
-        "packages": package_versions(),
-        "python": platform.python_version(),
-        "git": git_commit(),
-        "host": platform.node(),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **extra,
-    }
+@dataclass(frozen=True)
+class Provenance:
+    """Recorded in every ``stage.json`` and ``test.json``."""
+
+    config: dict[str, Any]  # the resolved configuration
+    overrides: list[str]
+    packages: dict[str, str]
+    python: str
+    git: dict[str, Any]  # {"commit": ..., "dirty": ...}
+    host: str
+    created_at: str
+    device: str
+    seed: int
+
+
+def provenance(resolved_config: dict[str, Any], overrides: tuple[str, ...], device: str, seed: int) -> Provenance:
+    return Provenance(
+        config=resolved_config,
+        overrides=list(overrides),
+        packages=package_versions(),
+        python=platform.python_version(),
+        git=git_commit(),
+        host=platform.node(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        device=device,
+        seed=seed,
+    )

@@ -30,7 +30,6 @@ removed last, so at every instant either the journal or both complete outputs ex
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -39,31 +38,31 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
 import torch
 
+from iishpo.artifacts import BestTrial, StageRecord, read_ranges, write_record
 from iishpo.batches import TrainingData
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.device import device_for
 from iishpo.failures import TrialFailed, failure_cause, failure_record
+from iishpo.layout import STAGE_RECORD as SUMMARY
+from iishpo.layout import TRIALS, StageKey, digest, stage_config
 from iishpo.memory import release_memory
 from iishpo.optimizers import create_optimizer
 from iishpo.provenance import device_description, provenance
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import Config, SearchSpace, build_space
-from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic, write_json_atomic
+from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic
 from iishpo.training import evaluate_trial
 
 log = logging.getLogger(__name__)
 
 JOURNAL = "trials.journal.jsonl"
-TRIALS = "trials.jsonl"
-SUMMARY = "stage.json"
 
 
 class StageFailed(RuntimeError):
@@ -131,20 +130,6 @@ class _Signals:
         self.done = True
 
 
-@dataclass(frozen=True)
-class StageKey:
-    """Which run and stage: every wildcard of the results path."""
-
-    dataset: str
-    optimizer: str
-    strategy: str
-    seed: int
-    stage: int
-
-    def label(self) -> str:
-        return f"{self.dataset}/{self.optimizer}/{self.strategy}/seed{self.seed}/stage{self.stage}"
-
-
 def training_seed(key: StageKey, number: int) -> int:
     """The seed of evaluation ``number`` (see :mod:`iishpo.seeds`)."""
     return derive_seed(key.seed, Stream.TRAINING, key.stage, number)
@@ -154,14 +139,13 @@ def start_space(settings: Settings, key: StageKey, ranges_file: Path | None) -> 
     resolution, _ = settings.study.stages(key.strategy)[key.stage]
     if ranges_file is None:
         return build_space(settings.space, resolution), []
-    data = json.loads(ranges_file.read_text())
-    space = SearchSpace.from_dict(data["space"])
-    if space.resolution != resolution:
-        raise ValueError(f"{ranges_file} is for {space.resolution} px, stage needs {resolution} px")
-    return space, data["initial_points"]
+    ranges = read_ranges(ranges_file)
+    if ranges.space.resolution != resolution:
+        raise ValueError(f"{ranges_file} is for {ranges.space.resolution} px, stage needs {resolution} px")
+    return ranges.space, ranges.initial_points
 
 
-def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path) -> dict:
+def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path) -> StageRecord:
     """Evaluate the stage's whole budget (resuming from its journal) and write its outputs.
 
     Raises :class:`StageFailed` when too many evaluations failed and
@@ -184,7 +168,7 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
 def _run(
     settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path,
     signals: _Signals,
-) -> dict:
+) -> StageRecord:
     study = settings.study
     stages = study.stages(key.strategy)
     resolution, budget = stages[key.stage]
@@ -248,7 +232,7 @@ def _run(
     # Both outputs complete before the journal goes: a stop in between leaves the journal,
     # from which a rerun rewrites the outputs without evaluating anything.
     write_atomic(out_dir / TRIALS, store.path.read_bytes())
-    write_json_atomic(out_dir / SUMMARY, summary)
+    write_record(out_dir / SUMMARY, summary)
     _fsync_dir(out_dir)
     signals.finished()
     store.path.unlink()
@@ -292,19 +276,19 @@ def _report(key: StageKey, trials: list[Trial], budget: int) -> None:
     )
 
 
-def _summary(settings: Settings, key: StageKey, trials: list[Trial], resolution: int, budget: int, device: torch.device) -> dict:
+def _summary(
+    settings: Settings, key: StageKey, trials: list[Trial], resolution: int, budget: int, device: torch.device
+) -> StageRecord:
     ok = ranked(trials)
     best = ok[0] if ok else None
-    return {
-        "dataset": key.dataset, "optimizer": key.optimizer, "strategy": key.strategy,
-        "seed": key.seed, "stage": key.stage, "resolution": resolution, "budget": budget,
-        "n_trials": len(trials), "n_failed": len(trials) - len(ok),
-        "wall_time": trials[-1].elapsed if trials else 0.0,
-        "best": None if best is None else {
-            "number": best.number, "val_error": best.val_error, "config": best.config,
-        },
-        "provenance": provenance(
-            settings.resolved, settings.overrides, device=device_description(device),
-            seed=key.seed,
+    return StageRecord(
+        dataset=key.dataset, optimizer=key.optimizer, strategy=key.strategy,
+        seed=key.seed, stage=key.stage, resolution=resolution, budget=budget,
+        n_trials=len(trials), n_failed=len(trials) - len(ok),
+        wall_time=trials[-1].elapsed if trials else 0.0,
+        best=None if best is None else BestTrial(best.number, best.val_error, best.config),  # type: ignore[arg-type]
+        config_digest=digest(stage_config(settings, key)),
+        provenance=provenance(
+            settings.resolved, settings.overrides, device=device_description(device), seed=key.seed,
         ),
-    }
+    )

@@ -3,20 +3,26 @@
 Outputs, all under ``results/<study>/``: ``runs.csv`` (one row per run), ``summary.csv``
 and ``summary.md`` (mean and std over seeds, and the IIS time reduction), ``metrics.json``
 (for ``dvc metrics diff``), ``progress/<dataset>.csv`` (best validation error so far per
-evaluation, mean over seeds, for ``dvc plots diff``) and ``progress.png``.
+evaluation, mean over seeds, one row per evaluation and ``<optimizer>-<strategy>`` series,
+for ``dvc plots diff``) and ``progress.png``. Paths come from :class:`iishpo.layout.Layout`.
+
+A study whose stage or test files were made under another configuration than the
+current one (their recorded ``config_digest`` differs) is not summarized: the error names
+the files (:class:`StaleResults`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from iishpo.artifacts import read_evaluation, read_stage
 from iishpo.config import Settings
+from iishpo.layout import Layout, RunKey, digest, evaluation_config, runs, stage_config, stages
 from iishpo.store import read_trials, write_atomic, write_json_atomic
 
 
@@ -35,28 +41,40 @@ class RunResult:
     progress: list[tuple[int, float, float]]  # (evaluation, elapsed, best val error in stage)
 
 
-def run_dir(results: Path, dataset: str, optimizer: str, strategy: str, seed: int) -> Path:
-    return results / dataset / optimizer / strategy / f"seed{seed}"
+class StaleResults(ValueError):
+    """Result files were made under another configuration than the current one."""
 
 
-def load_run(settings: Settings, results: Path, dataset: str, optimizer: str, strategy: str, seed: int) -> RunResult:
-    directory = run_dir(results, dataset, optimizer, strategy, seed)
+def stale_files(settings: Settings, layout: Layout) -> list[Path]:
+    """The stage and test files whose recorded configuration digest is not the current one's."""
+    stale = []
+    for run in runs(settings.study):
+        for plan in stages(settings.study, run):
+            path = layout.stage_record(plan.key)
+            if read_stage(path).config_digest != digest(stage_config(settings, plan.key)):
+                stale.append(path)
+        if read_evaluation(layout.test(run)).config_digest != digest(evaluation_config(settings, run.dataset)):
+            stale.append(layout.test(run))
+    return stale
+
+
+def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
+    """One run's numbers from its stage, trial and test files."""
     wall, progress, n_failed, evaluations = 0.0, [], 0, 0
-    stages = settings.study.stages(strategy)
-    for k in range(len(stages)):
-        stage = json.loads((directory / f"stage{k}" / "stage.json").read_text())
+    for plan in stages(settings.study, run):
+        record = read_stage(layout.stage_record(plan.key))
         best = float("inf")
-        for t in read_trials(directory / f"stage{k}" / "trials.jsonl"):
+        for t in read_trials(layout.trials(plan.key)):
             if t.ok and t.val_error is not None:
                 best = min(best, t.val_error)
             evaluations += 1
             progress.append((evaluations, wall + t.elapsed, best))
-        wall += float(stage["wall_time"])
-        n_failed += int(stage["n_failed"])
-    test = json.loads((directory / "test.json").read_text())
+        wall += record.wall_time
+        n_failed += record.n_failed
+    test = read_evaluation(layout.test(run))
     return RunResult(
-        dataset, optimizer, strategy, seed, wall, evaluations, n_failed,
-        float(test["val_error"]), float(test["test_score"]), test["metric"], progress,
+        run.dataset, run.optimizer, run.strategy, run.seed, wall, evaluations, n_failed,
+        test.val_error, test.test_score, test.metric, progress,
     )
 
 
@@ -89,9 +107,12 @@ def time_reduction(rows: list[dict], dataset: str, optimizer: str) -> float | No
     return None
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+PROGRESS_FIELDS = ["evaluation", "series", "best_val_error"]
+
+
+def _write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(text, fieldnames=fieldnames or list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     write_atomic(path, text.getvalue())
@@ -131,19 +152,22 @@ def markdown(settings: Settings, rows: list[dict]) -> str:
 
 
 def progress_table(runs: list[RunResult], dataset: str) -> list[dict]:
-    """Best validation error so far (within the current stage), mean over seeds, per evaluation."""
-    series: dict[str, list[list[float]]] = {}
+    """Best validation error so far (within the current stage), mean over seeds, per
+    evaluation: one row per (evaluation, optimizer, strategy), so that one plot definition
+    fits any study. Evaluations before the first successful one have no row."""
+    series: dict[tuple[str, str], list[list[float]]] = {}
     for run in runs:
         if run.dataset == dataset:
-            series.setdefault(f"{run.optimizer}-{run.strategy}", []).append([p[2] for p in run.progress])
-    length = max(len(s) for group in series.values() for s in group)
+            series.setdefault((run.optimizer, run.strategy), []).append([p[2] for p in run.progress])
     rows = []
-    for i in range(length):
-        row: dict = {"evaluation": i + 1}
-        for name, group in sorted(series.items()):
+    for (optimizer, strategy), group in sorted(series.items()):
+        for i in range(max(len(s) for s in group)):
             values = [s[i] for s in group if i < len(s) and s[i] != float("inf")]
-            row[name] = round(statistics.fmean(values), 6) if values else ""
-        rows.append(row)
+            if values:
+                rows.append({
+                    "evaluation": i + 1, "series": f"{optimizer}-{strategy}",
+                    "best_val_error": round(statistics.fmean(values), 6),
+                })
     return rows
 
 
@@ -181,19 +205,25 @@ def plot(runs: list[RunResult], datasets: Iterable[str], path: Path) -> None:
 
 
 def summarize(settings: Settings, results: Path) -> list[dict]:
+    """Write every summary output under ``results``; refuse results of another configuration."""
     study = settings.study
-    runs = [
-        load_run(settings, results, d, o, s, seed)
-        for d in study.datasets for o in study.optimizers for s in study.strategies for seed in study.seeds
-    ]
-    _write_csv(results / "runs.csv", [
-        {k: v for k, v in run.__dict__.items() if k != "progress"} for run in runs
+    layout = Layout(results)
+    stale = stale_files(settings, layout)
+    if stale:
+        raise StaleResults(
+            f"{len(stale)} result files were made under another configuration than the current "
+            "one (their config_digest differs): " + ", ".join(str(p) for p in stale)
+            + "; run snakemake with the current configuration to redo them"
+        )
+    loaded = [load_run(settings, layout, run) for run in runs(study)]
+    _write_csv(layout.runs_table, [
+        {k: v for k, v in run.__dict__.items() if k != "progress"} for run in loaded
     ])
-    rows = aggregate(runs)
+    rows = aggregate(loaded)
     for row in rows:
         row["time_reduction"] = time_reduction(rows, row["dataset"], row["optimizer"]) if row["strategy"] == "iis" else ""
-    _write_csv(results / "summary.csv", rows)
-    write_atomic(results / "summary.md", markdown(settings, rows))
+    _write_csv(layout.summary_table, rows)
+    write_atomic(layout.summary_markdown, markdown(settings, rows))
     metrics: dict = {}
     for row in rows:
         metrics.setdefault(row["dataset"], {}).setdefault(row["optimizer"], {})[row["strategy"]] = {
@@ -201,8 +231,8 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
             "best_val_error": round(row["best_val_error_mean"], 6),
             "test_score": round(row["test_score_mean"], 6),
         }
-    write_json_atomic(results / "metrics.json", metrics)
+    write_json_atomic(layout.metrics, metrics)
     for dataset in study.datasets:
-        _write_csv(results / "progress" / f"{dataset}.csv", progress_table(runs, dataset))
-    plot(runs, study.datasets, results / "progress.png")
+        _write_csv(layout.progress(dataset), progress_table(loaded, dataset), PROGRESS_FIELDS)
+    plot(loaded, study.datasets, layout.plot)
     return rows

@@ -1,16 +1,19 @@
-# Configuration (validated at load, before any job) and the helpers that turn it into paths.
-import json
+# Configuration (validated at load, before any job), the study's layout, and what each
+# job depends on (src/iishpo/layout.py owns all three).
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from iishpo.config import ConfigError, load_settings, overrides_from_mapping
+from iishpo.config import STAGED, ConfigError, load_settings, overrides_from_mapping
+from iishpo.layout import (
+    Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config, runs,
+    stage_config, stages, summary_config,
+)
 
 OVERRIDES = overrides_from_mapping(config)
-# conf/ sits at the repository root, whether Snakemake was started with ./Snakefile or
-# with workflow/Snakefile.
+# conf/ sits next to the Snakefile that was started (./Snakefile or workflow/Snakefile).
 CONF = next(
     d for d in (Path(workflow.basedir) / "conf", Path(workflow.basedir).parent / "conf")
     if (d / "config.yaml").is_file()
@@ -21,18 +24,11 @@ except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}")
 
 STUDY = SETTINGS.study
-RESULTS = f"{SETTINGS.paths['results']}/{STUDY.name}"
+LAYOUT = Layout.of(SETTINGS)
 RAW = SETTINGS.paths["raw"]
 PREPARED = SETTINGS.paths["prepared"]
-RUN = RESULTS + "/{dataset}/{optimizer}/{strategy}/seed{seed}"
-STAGE = RUN + "/stage{stage}"
-
-# Each job composes the same configuration: same overrides, same conf/ directory.
-# PYTHONHASHSEED is fixed because SMAC is not reproducible across processes without it.
-IISHPO = "PYTHONHASHSEED=0 IISHPO_CONF={} {} -m iishpo".format(
-    shlex.quote(str(CONF)), shlex.quote(sys.executable)
-)
-OVERRIDE_ARGS = " ".join(shlex.quote(o) for o in OVERRIDES)
+RUN = LAYOUT.run_pattern()
+STAGE = LAYOUT.stage_pattern()
 
 
 wildcard_constraints:
@@ -44,18 +40,56 @@ wildcard_constraints:
     resolution=r"\d+",
 
 
+def same_for_every_job(value):
+    """A params value that is not a rerun trigger.
+
+    Snakemake's params trigger skips params computed from a job's input (they follow from
+    it). The command and the overrides below are the same for every job; what a job reads
+    of the configuration is its `config` param, the digest of its slice (layout.py), so an
+    override reruns exactly the jobs whose slice it changes.
+    """
+    return lambda wildcards, input: value
+
+
+# Each job composes the same configuration: same overrides, same conf/ directory.
+IISHPO = same_for_every_job(
+    "IISHPO_CONF={} {} -m iishpo".format(shlex.quote(str(CONF)), shlex.quote(sys.executable))
+)
+OVERRIDE_ARGS = same_for_every_job(" ".join(shlex.quote(o) for o in OVERRIDES))
+
+
+def stage_key(wildcards):
+    return StageKey(
+        wildcards.dataset, wildcards.optimizer, wildcards.strategy, int(wildcards.seed),
+        int(wildcards.stage),
+    )
+
+
+def run_key(wildcards):
+    return RunKey(wildcards.dataset, wildcards.optimizer, wildcards.strategy, int(wildcards.seed))
+
+
+def stage_plan(key):
+    return stages(STUDY, key.run)[key.stage]
+
+
 def prepared_file(dataset, resolution):
     color = SETTINGS.datasets[dataset]["color"]
     return f"{PREPARED}/{dataset}/{color}/{resolution}px.npz"
 
 
-def stage_resolution(wildcards):
-    return STUDY.stages(wildcards.strategy)[int(wildcards.stage)][0]
+def stage_inputs(wildcards):
+    key = stage_key(wildcards)
+    inputs = {"data": prepared_file(key.dataset, stage_plan(key).resolution)}
+    if key.stage > 0 and key.strategy in STAGED:  # independent stages start from the full space
+        inputs["ranges"] = str(LAYOUT.ranges(key.run.stage(key.stage - 1)))
+    return inputs
 
 
-def last_stage(strategy):
-    return len(STUDY.stages(strategy)) - 1
+def next_resolution(wildcards):
+    key = stage_key(wildcards)
+    return stage_plan(key.run.stage(key.stage + 1)).resolution
 
 
-def dataset_config(wildcards):
-    return json.dumps(SETTINGS.datasets[wildcards.dataset], sort_keys=True)
+def last_stage_trials(wildcards):
+    return str(LAYOUT.trials(stages(STUDY, run_key(wildcards))[-1].key))

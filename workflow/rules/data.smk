@@ -6,13 +6,15 @@ rule fetch_dataset:
     output:
         marker=f"{RAW}/{{dataset}}/.fetched",
     params:
-        dataset_config=dataset_config,
-        raw_dir=f"{RAW}/{{dataset}}",
+        config=lambda wc: digest(dataset_config(SETTINGS, wc.dataset)),
+        raw_dir=lambda wc, output: Path(output.marker).parent,
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
         f"{RAW}/{{dataset}}/fetch.log",
     shell:
-        "{IISHPO} fetch --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
-        "{OVERRIDE_ARGS} 2> {log} && echo {params.dataset_config:q} > {output.marker}"
+        "{params.iishpo} fetch --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
+        "{params.overrides} 2> {log} && echo {params.config} > {output.marker}"
 
 
 rule prepare_dataset:
@@ -21,10 +23,13 @@ rule prepare_dataset:
     output:
         [f"{PREPARED}/{{dataset}}/{{color}}/{r}px.npz" for r in STUDY.ladder],
     params:
-        raw_dir=f"{RAW}/{{dataset}}",
+        config=lambda wc: digest(dataset_config(SETTINGS, wc.dataset)),
+        raw_dir=lambda wc, input: Path(input[0]).parent,
         targets=lambda wc, output: " ".join(f"--output {r}={p}" for r, p in zip(STUDY.ladder, output)),
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
         f"{PREPARED}/{{dataset}}/{{color}}/prepare.log",
     shell:
-        "{IISHPO} prepare --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
-        "{params.targets} {OVERRIDE_ARGS} 2> {log}"
+        "{params.iishpo} prepare --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
+        "{params.targets} {params.overrides} 2> {log}"

@@ -4,41 +4,40 @@
 
 rule evaluate_test:
     input:
-        trials=lambda wc: STAGE.format(**wc, stage=last_stage(wc.strategy)) + "/trials.jsonl",
+        trials=last_stage_trials,
         data=lambda wc: prepared_file(wc.dataset, STUDY.ladder[-1]),
     output:
         test=f"{RUN}/test.json",
+    params:
+        config=lambda wc: digest(evaluation_config(SETTINGS, wc.dataset)),
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
         f"{RUN}/evaluate_test.log",
     threads: SETTINGS.trainer.threads
     shell:
-        "{IISHPO} evaluate-test --dataset {wildcards.dataset} --seed {wildcards.seed} "
-        "--trials {input.trials} --data {input.data} --output {output.test} {OVERRIDE_ARGS} 2> {log}"
-
-
-def all_runs(pattern):
-    return [
-        pattern.format(dataset=d, optimizer=o, strategy=s, seed=seed, stage=k)
-        for d in STUDY.datasets
-        for o in STUDY.optimizers
-        for s in STUDY.strategies
-        for seed in STUDY.seeds
-        for k in range(last_stage(s) + 1)
-    ]
+        "{params.iishpo} evaluate-test --dataset {wildcards.dataset} --seed {wildcards.seed} "
+        "--trials {input.trials} --data {input.data} --output {output.test} {params.overrides} 2> {log}"
 
 
 rule summarize:
     input:
-        tests=sorted(set(all_runs(RUN + "/test.json"))),
-        stages=all_runs(STAGE + "/stage.json"),
+        tests=[str(LAYOUT.test(run)) for run in runs(STUDY)],
+        stages=[str(LAYOUT.stage_record(plan.key)) for run in runs(STUDY) for plan in stages(STUDY, run)],
     output:
-        markdown=f"{RESULTS}/summary.md",
-        table=f"{RESULTS}/summary.csv",
-        runs=f"{RESULTS}/runs.csv",
-        metrics=f"{RESULTS}/metrics.json",
-        plot=f"{RESULTS}/progress.png",
-        progress=[f"{RESULTS}/progress/{d}.csv" for d in STUDY.datasets],
+        markdown=str(LAYOUT.summary_markdown),
+        table=str(LAYOUT.summary_table),
+        runs=str(LAYOUT.runs_table),
+        metrics=str(LAYOUT.metrics),
+        plot=str(LAYOUT.plot),
+        progress=[str(LAYOUT.progress(d)) for d in STUDY.datasets],
+    params:
+        config=digest(summary_config(SETTINGS)),
+        results=lambda wc, output: Path(output.markdown).parent,
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
-        f"{RESULTS}/summarize.log",
+        str(LAYOUT.root / "summarize.log"),
     shell:
-        "{IISHPO} summarize --results {RESULTS} {OVERRIDE_ARGS} > {log} 2>&1 && cat {output.markdown}"
+        "{params.iishpo} summarize --results {params.results} {params.overrides} > {log} 2>&1 "
+        "&& cat {output.markdown}"

@@ -2,14 +2,6 @@
 # extraction between the stages of an IIS run.
 
 
-def stage_inputs(wildcards):
-    inputs = {"data": prepared_file(wildcards.dataset, stage_resolution(wildcards))}
-    stage = int(wildcards.stage)
-    if stage > 0:
-        inputs["ranges"] = STAGE.format(**{**wildcards, "stage": stage - 1}) + "/ranges.json"
-    return inputs
-
-
 rule run_stage:
     input:
         unpack(stage_inputs),
@@ -17,8 +9,11 @@ rule run_stage:
         trials=f"{STAGE}/trials.jsonl",
         summary=f"{STAGE}/stage.json",
     params:
-        out_dir=STAGE,
+        config=lambda wc: digest(stage_config(SETTINGS, stage_key(wc))),
+        out_dir=lambda wc, output: Path(output.summary).parent,
         ranges=lambda wc, input: f"--ranges {input.ranges}" if "ranges" in input.keys() else "",
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/run_stage.log",
     threads: SETTINGS.trainer.threads
@@ -26,9 +21,9 @@ rule run_stage:
         runtime=60 * 24,
         mem_mb=4000,
     shell:
-        "{IISHPO} run-stage --dataset {wildcards.dataset} --optimizer {wildcards.optimizer} "
+        "{params.iishpo} run-stage --dataset {wildcards.dataset} --optimizer {wildcards.optimizer} "
         "--strategy {wildcards.strategy} --seed {wildcards.seed} --stage {wildcards.stage} "
-        "--data {input.data} {params.ranges} --out-dir {params.out_dir} {OVERRIDE_ARGS} 2> {log}"
+        "--data {input.data} {params.ranges} --out-dir {params.out_dir} {params.overrides} 2> {log}"
 
 
 rule extract_ranges:
@@ -37,9 +32,12 @@ rule extract_ranges:
     output:
         ranges=f"{STAGE}/ranges.json",
     params:
-        resolution=lambda wc: STUDY.stages(wc.strategy)[int(wc.stage) + 1][0],
+        config=lambda wc: digest(ranges_config(SETTINGS, next_resolution(wc))),
+        resolution=next_resolution,
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/extract_ranges.log",
     shell:
-        "{IISHPO} extract-ranges --trials {input.trials} --resolution {params.resolution} "
-        "--output {output.ranges} {OVERRIDE_ARGS} 2> {log}"
+        "{params.iishpo} extract-ranges --trials {input.trials} --resolution {params.resolution} "
+        "--output {output.ranges} {params.overrides} 2> {log}"

@@ -1,0 +1,205 @@
+"""The study's runs and where their files lie, and which configuration each job uses.
+
+One owner for three things the Snakefile, the CLI and the summary must agree on:
+
+* the enumeration: :func:`runs` (data sets x optimizers x strategies x seeds) and
+  :func:`stages` (a run's stages, with their resolution and budget);
+* the paths: :class:`Layout` turns a :class:`RunKey` or :class:`StageKey` into the
+  folder of its files, and gives the same patterns with ``{wildcards}`` for Snakemake;
+* the configuration each job depends on: :func:`stage_config`, :func:`ranges_config`, ...
+  return the slice of the resolved configuration a job reads, and :func:`digest` its
+  fingerprint. The Snakefile passes the digest as a rule ``params`` value (Snakemake
+  reruns a job whose params changed) and each job records it in its output, so that the
+  summary can refuse results made under another configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from iishpo.config import Settings, Study
+
+TRIALS = "trials.jsonl"
+STAGE_RECORD = "stage.json"
+RANGES = "ranges.json"
+TEST = "test.json"
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One optimization run: every wildcard of a run's folder."""
+
+    dataset: str
+    optimizer: str
+    strategy: str
+    seed: int
+
+    def stage(self, stage: int) -> StageKey:
+        return StageKey(self.dataset, self.optimizer, self.strategy, self.seed, stage)
+
+
+@dataclass(frozen=True)
+class StageKey:
+    """Which run and stage: every wildcard of a stage's folder."""
+
+    dataset: str
+    optimizer: str
+    strategy: str
+    seed: int
+    stage: int
+
+    @property
+    def run(self) -> RunKey:
+        return RunKey(self.dataset, self.optimizer, self.strategy, self.seed)
+
+    def label(self) -> str:
+        return f"{self.dataset}/{self.optimizer}/{self.strategy}/seed{self.seed}/stage{self.stage}"
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    key: StageKey
+    resolution: int
+    budget: int
+
+
+def runs(study: Study) -> list[RunKey]:
+    """Every run of the study, in the order of the summary's tables."""
+    return [
+        RunKey(dataset, optimizer, strategy, seed)
+        for dataset in study.datasets
+        for optimizer in study.optimizers
+        for strategy in study.strategies
+        for seed in study.seeds
+    ]
+
+
+def stages(study: Study, run: RunKey) -> list[StagePlan]:
+    """The stages of ``run``: one for ``standard``, one per ladder resolution for ``iis``."""
+    return [
+        StagePlan(run.stage(k), resolution, budget)
+        for k, (resolution, budget) in enumerate(study.stages(run.strategy))
+    ]
+
+
+class Layout:
+    """Paths of one study's results: ``<results>/<study>/<dataset>/<optimizer>/<strategy>/seed<k>/``."""
+
+    RUN = "{dataset}/{optimizer}/{strategy}/seed{seed}"
+    STAGE = RUN + "/stage{stage}"
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Layout:
+        return cls(Path(settings.paths["results"]) / settings.study.name)
+
+    # Snakemake patterns: the same paths with {wildcards}.
+    def run_pattern(self) -> str:
+        return f"{self.root}/{self.RUN}"
+
+    def stage_pattern(self) -> str:
+        return f"{self.root}/{self.STAGE}"
+
+    def run_dir(self, run: RunKey) -> Path:
+        return self.root / self.RUN.format(**asdict(run))
+
+    def stage_dir(self, stage: StageKey) -> Path:
+        return self.root / self.STAGE.format(**asdict(stage))
+
+    def trials(self, stage: StageKey) -> Path:
+        return self.stage_dir(stage) / TRIALS
+
+    def stage_record(self, stage: StageKey) -> Path:
+        return self.stage_dir(stage) / STAGE_RECORD
+
+    def ranges(self, stage: StageKey) -> Path:
+        """The narrowed space that ``stage`` hands to the next one."""
+        return self.stage_dir(stage) / RANGES
+
+    def test(self, run: RunKey) -> Path:
+        return self.run_dir(run) / TEST
+
+    # The summary's outputs.
+    @property
+    def summary_markdown(self) -> Path:
+        return self.root / "summary.md"
+
+    @property
+    def summary_table(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def runs_table(self) -> Path:
+        return self.root / "runs.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "progress.png"
+
+    def progress(self, dataset: str) -> Path:
+        return self.root / "progress" / f"{dataset}.csv"
+
+
+# -- what each job depends on ------------------------------------------------------------
+
+
+def digest(config_slice: Any) -> str:
+    """A short fingerprint of a JSON-able configuration slice (key order does not matter)."""
+    text = json.dumps(config_slice, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset_config(settings: Settings, dataset: str) -> dict[str, Any]:
+    """What fetching and preparing a data set read: its whole entry under ``datasets``."""
+    return settings.resolved["datasets"][dataset]
+
+
+def stage_config(settings: Settings, stage: StageKey) -> dict[str, Any]:
+    """What a stage reads besides its input files: its resolution and budget, the failure
+    limit, the search space, the trainer and its optimizer's settings."""
+    resolution, budget = settings.study.stages(stage.strategy)[stage.stage]
+    resolved = settings.resolved
+    return {
+        "resolution": resolution,
+        "budget": budget,
+        "max_failure_fraction": resolved["study"]["max_failure_fraction"],
+        "space": resolved["space"],
+        "trainer": resolved["trainer"],
+        "optimizer": resolved["optimizers"][stage.optimizer],
+    }
+
+
+def ranges_config(settings: Settings, next_resolution: int) -> dict[str, Any]:
+    """What range extraction reads: the range settings, the space and the resolution of the
+    stage it narrows the space for."""
+    return {
+        "ranges": settings.resolved["study"]["ranges"],
+        "space": settings.resolved["space"],
+        "resolution": next_resolution,
+    }
+
+
+def evaluation_config(settings: Settings, dataset: str) -> dict[str, Any]:
+    """What the test-set evaluation reads: the trainer and the data set's metric."""
+    return {
+        "trainer": settings.resolved["trainer"],
+        "test_metric": settings.resolved["datasets"][dataset]["test_metric"],
+    }
+
+
+def summary_config(settings: Settings) -> dict[str, Any]:
+    """What the summary reads: the study and each of its data sets' metric."""
+    return {
+        "study": settings.resolved["study"],
+        "test_metrics": {d: settings.resolved["datasets"][d]["test_metric"] for d in settings.study.datasets},
+    }

@@ -1,0 +1,115 @@
+"""The run layout: enumeration of runs and stages, paths, and each job's configuration slice."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from helpers import TINY, compose
+from iishpo import cli
+from iishpo.layout import (
+    Layout,
+    RunKey,
+    StageKey,
+    dataset_config,
+    digest,
+    evaluation_config,
+    ranges_config,
+    runs,
+    stage_config,
+    stages,
+    summary_config,
+)
+
+
+def test_runs_are_every_dataset_optimizer_strategy_seed() -> None:
+    study = compose(*TINY, "study.seeds=[3,1]", "study.optimizers=[tpe,random]").study
+    expected = [
+        RunKey(d, o, s, seed)
+        for d, o, s, seed in itertools.product(["synthetic"], ["tpe", "random"], ["standard", "iis"], [3, 1])
+    ]
+    assert runs(study) == expected
+
+
+def test_stages_follow_the_strategy() -> None:
+    study = compose(*TINY, "study.ladder=[8,16,32]", "study.budget=6", "study.iis_budgets=[3,2,1]").study
+    iis = RunKey("synthetic", "ga", "iis", 2)
+    assert [(p.key, p.resolution, p.budget) for p in stages(study, iis)] == [
+        (StageKey("synthetic", "ga", "iis", 2, 0), 8, 3),
+        (StageKey("synthetic", "ga", "iis", 2, 1), 16, 2),
+        (StageKey("synthetic", "ga", "iis", 2, 2), 32, 1),
+    ]
+    standard = RunKey("synthetic", "ga", "standard", 2)
+    assert [(p.key, p.resolution, p.budget) for p in stages(study, standard)] == [
+        (StageKey("synthetic", "ga", "standard", 2, 0), 32, 6)
+    ]
+
+
+def test_paths_and_snakemake_patterns_agree() -> None:
+    layout = Layout.of(compose(*TINY, "paths.root=/data/hpo", "paths.results=out"))
+    key = StageKey("synthetic", "tpe", "iis", 3, 1)
+    out = Path("/data/hpo/out/smoke")  # relative paths are relative to paths.root
+    assert layout.root == out
+    assert layout.trials(key) == out / "synthetic/tpe/iis/seed3/stage1/trials.jsonl"
+    assert layout.stage_record(key).name == "stage.json" and layout.ranges(key).name == "ranges.json"
+    assert layout.test(key.run) == out / "synthetic/tpe/iis/seed3/test.json"
+    assert Path(layout.stage_pattern().format(**asdict(key))) == layout.stage_dir(key)
+    assert Path(layout.run_pattern().format(**asdict(key.run))) == layout.run_dir(key.run)
+    assert layout.progress("synthetic") == out / "progress/synthetic.csv"
+
+
+def test_check_prints_the_layout_enumeration(capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = [*TINY, "study.seeds=[0,4]"]
+    assert cli.main(["check", *overrides]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    study = compose(*overrides).study
+    assert printed["study"] == "smoke"
+    assert [(r["dataset"], r["optimizer"], r["strategy"], r["seed"]) for r in printed["runs"]] == [
+        (r.dataset, r.optimizer, r.strategy, r.seed) for r in runs(study)
+    ]
+    assert [r["stages"] for r in printed["runs"]][:2] == [[[32, 4]], [[32, 4]]]
+
+
+def test_digest_ignores_key_order_and_sees_values() -> None:
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
+    assert digest({"a": 1}) != digest({"a": 2})
+    assert digest({"a": 1}) != digest({"a": 1.5})
+
+
+TPE0 = StageKey("synthetic", "tpe", "iis", 0, 0)
+RANDOM0 = StageKey("synthetic", "random", "iis", 0, 0)
+
+
+def fingerprints(*overrides: str) -> dict[str, str]:
+    """The digest of every kind of job's slice under ``TINY + overrides``."""
+    settings = compose(*TINY, *overrides)
+    return {
+        "data": digest(dataset_config(settings, "synthetic")),
+        "tpe stage": digest(stage_config(settings, TPE0)),
+        "random stage": digest(stage_config(settings, RANDOM0)),
+        "ranges": digest(ranges_config(settings, 32)),
+        "test": digest(evaluation_config(settings, "synthetic")),
+        "summary": digest(summary_config(settings)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [
+        ("optimizers.tpe.gamma=0.3", {"tpe stage"}),
+        ("study.ranges.margin=0.5", {"ranges", "summary"}),
+        ("trainer.max_epochs=3", {"tpe stage", "random stage", "test"}),
+        ("space.learning_rate.high=0.2", {"tpe stage", "random stage", "ranges"}),
+        ("datasets.synthetic.seed=7", {"data"}),
+        ("datasets.synthetic.test_metric=mean_class_accuracy", {"data", "test", "summary"}),
+        ("study.seeds=[0,1]", {"summary"}),
+        ("study.max_failure_fraction=0.25", {"tpe stage", "random stage", "summary"}),
+    ],
+)
+def test_each_job_depends_on_its_slice_only(override: str, changed: set[str]) -> None:
+    before, after = fingerprints(), fingerprints(override)
+    assert {job for job in before if before[job] != after[job]} == changed
