@@ -1,12 +1,25 @@
 """A built-in image classification data set, generated offline from a seed.
 
-Each class is a (shape, texture) pair. The shape (disc, square, triangle, cross, ring) is
-coarse and survives strong downscaling; the texture is a fine stripe pattern (period
-``stripe_period`` px at native size) whose orientation tells classes apart that share a
-shape. Lanczos downscaling averages the stripes away once their period drops below about
-two pixels, so at low resolution only the shape is visible and classes sharing a shape
-become indistinguishable: resolution matters, as in real data with fine detail. Colour,
-position, size, stripe phase, background and noise are random and carry no label.
+Photographs lose class information gradually as they shrink: an anti-aliased downscale to
+``r`` px keeps the structure coarser than about ``r / 2`` cycles per image and removes the
+rest, and natural images carry detail in every octave (their roughly 1/f amplitude
+spectrum has equal power per octave), so each halving of the resolution takes away one
+octave of detail and the class cues that lived there. This data set is built the same way.
+A class is a code of attributes at different spatial scales, one per octave:
+
+- a coarse one, the silhouette of the object (``shapes`` of disc, triangle, cross, square,
+  ring), visible at the smallest resolutions;
+- finer ones, each a sinusoidal grating inside the object with the period given by
+  ``detail_periods`` (px at native size, coarsest first, an octave apart by default) in one
+  of ``orientations`` directions. A grating is visible once the image is large enough for its
+  period to span about 3 px and averaged away by the downscale below about 2 px.
+
+Classes are numbered in mixed radix with the coarsest attribute as the most significant
+digit, so coarse cues separate groups of classes and each finer one splits every group
+further, as coarse views tell broad categories apart and finer detail tells related ones
+apart. Each resolution of a ladder that doubles therefore adds one attribute's worth of
+class information. Colour, position, size, grating phases, a small orientation jitter,
+background and pixel noise are random and carry no label.
 
 Generation is vectorised: every random parameter of a split is drawn at once, and the
 images are rendered in batches on one precomputed coordinate grid. The same ``seed`` gives
@@ -17,7 +30,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +38,8 @@ import numpy as np
 
 from iishpo.data.sources import RawDataset
 
-SHAPES = ("disc", "square", "triangle", "cross", "ring")
+#: silhouettes in the order a class code uses them (the first ones differ most at 8 px)
+SHAPES = ("disc", "triangle", "cross", "square", "ring")
 FILE = "synthetic.npz"
 SPLITS = ("train", "val", "test")
 #: images rendered at once; bounds the temporary float32 arrays (a few MB each at 128 px)
@@ -34,32 +48,79 @@ BATCH = 32
 NOISE = 16
 #: background colours are drawn from [0, BACKGROUND], shape colours from [FOREGROUND, 1]
 BACKGROUND, FOREGROUND = 0.35, 0.6
-#: brightness of the dark stripes relative to the light ones
-DARK = 0.6
+#: each grating darkens the object by a factor between 1 - DEPTH and 1
+DEPTH = 0.4
 #: how far a shape's centre may move from the image centre, as a fraction of the room left
 #: (more jitter makes the shapes markedly harder to learn from few images)
 JITTER = 0.5
 #: shape radius range, as a fraction of the image size (large enough to tell at 8 px)
 RADIUS = (0.32, 0.42)
+#: grating periods must span at least this many native pixels, or they alias when drawn
+MIN_PERIOD = 2.0
+
+#: the fixed, untuned CNN (a point of ``conf/space/cnn_small.yaml``) that the data set's
+#: grading across resolutions is stated for: tests/data/test_synthetic.py and
+#: benchmarks/resolution_curve.py train it at each resolution
+REFERENCE_CNN: Mapping[str, Any] = {
+    "learning_rate": 0.03,
+    "batch_size": 32,
+    "l1": 1e-7,
+    "l2": 1e-5,
+    "filter_size": 3,
+    "n_conv": 2,
+    "n_fc": 1,
+    "conv_filters_0": 16,
+    "conv_filters_1": 32,
+    "fc_units_0": 64,
+}
+
+
+def _periods(cfg: Mapping[str, Any]) -> list[float]:
+    return [float(p) for p in cfg["detail_periods"]]
+
+
+def n_codes(cfg: Mapping[str, Any]) -> int:
+    """How many classes the attributes can tell apart: shapes x orientations^details."""
+    return int(cfg["shapes"]) * int(cfg["orientations"]) ** len(_periods(cfg))
 
 
 def check(cfg: Mapping[str, Any]) -> None:
+    shapes, orientations = int(cfg["shapes"]), int(cfg["orientations"])
+    native = int(cfg["native_resolution"])
+    if not 1 <= shapes <= len(SHAPES):
+        raise ValueError(f"shapes must be in [1, {len(SHAPES)}], got {shapes}")
+    if not 2 <= orientations <= 6:
+        raise ValueError(f"orientations must be in [2, 6], got {orientations}")
+    if native < 32:
+        raise ValueError(f"native_resolution must be >= 32, got {native}")
+    periods = cfg["detail_periods"]
+    if not isinstance(periods, Sequence) or isinstance(periods, str) or not periods:
+        raise ValueError(f"detail_periods must be a non-empty list of periods (px), got {periods!r}")
+    values = _periods(cfg)
+    if not all(MIN_PERIOD <= p <= native for p in values):
+        raise ValueError(f"detail_periods must lie in [{MIN_PERIOD}, native_resolution={native}] px, "
+                         f"got {values}")
+    if any(finer >= coarser for coarser, finer in zip(values, values[1:])):
+        raise ValueError(f"detail_periods must decrease (coarsest first), got {values}")
     n_classes = int(cfg["n_classes"])
-    n_textures = int(cfg["n_textures"])
-    if not 2 <= n_textures <= 6:
-        raise ValueError(f"n_textures must be in [2, 6], got {n_textures}")
-    if not 2 <= n_classes <= len(SHAPES) * n_textures:
+    if not 2 <= n_classes <= n_codes(cfg):
         raise ValueError(
-            f"n_classes must be in [2, {len(SHAPES) * n_textures}] for {n_textures} textures, "
-            f"got {n_classes}"
+            f"n_classes must be in [2, {n_codes(cfg)}] (shapes x orientations^len(detail_periods)"
+            f" = {shapes} x {orientations}^{len(values)}), got {n_classes}"
         )
-    if int(cfg["native_resolution"]) < 32:
-        raise ValueError(f"native_resolution must be >= 32, got {cfg['native_resolution']}")
-    if not float(cfg["stripe_period"]) >= 2:
-        raise ValueError(f"stripe_period must be >= 2 px, got {cfg['stripe_period']}")
     for split in SPLITS:
         if int(cfg["per_class"][split]) < 1:
             raise ValueError(f"per_class.{split} must be >= 1, got {cfg['per_class'][split]}")
+
+
+def codes(labels: np.ndarray, orientations: int, n_details: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's attributes: its shape ``(N,)`` and its detail orientations
+    ``(N, n_details)``, the digits of the label in mixed radix (shape most significant)."""
+    digits = np.empty((len(labels), n_details), np.int64)
+    rest = labels.astype(np.int64)
+    for band in reversed(range(n_details)):
+        rest, digits[:, band] = np.divmod(rest, orientations)
+    return rest, digits
 
 
 def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -82,22 +143,26 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np
 
 
 def _draw(
-    labels: np.ndarray, n_textures: int, size: int, rng: np.random.Generator
+    labels: np.ndarray, orientations: int, n_details: int, size: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Every random parameter of the images of one split, one row per image."""
     n = len(labels)
-    texture = labels // len(SHAPES)
+    shape, digits = codes(labels, orientations, n_details)
     radius = rng.uniform(*RADIUS, n) * size
+    # band b's directions are offset by a fraction of the spacing, so that no two bands
+    # share a direction and a grating's direction alone says which band it belongs to
+    offsets = np.arange(n_details) / n_details
     return {
-        "shape": labels % len(SHAPES),
+        "shape": shape,
         "bg0": rng.uniform(0.0, BACKGROUND, (n, 3)),
         "bg1": rng.uniform(0.0, BACKGROUND, (n, 3)),
         "bg_angle": rng.uniform(0, 2 * np.pi, n),
         "radius": radius,
         "cy": size / 2 + rng.uniform(-1, 1, n) * JITTER * (size / 2 - radius),
         "cx": size / 2 + rng.uniform(-1, 1, n) * JITTER * (size / 2 - radius),
-        "theta": np.pi * texture / n_textures + rng.normal(0, np.pi / (12 * n_textures), n),
-        "phase": rng.uniform(0, 1, n),
+        "theta": np.pi * (digits + offsets) / orientations
+        + rng.normal(0, np.pi / (12 * orientations), (n, n_details)),
+        "phase": rng.uniform(0, 2 * np.pi, (n, n_details)),
         "colour": rng.uniform(FOREGROUND, 1.0, (n, 3)),
     }
 
@@ -111,7 +176,7 @@ def _render_batch(
     p: Mapping[str, np.ndarray],
     yy: np.ndarray,
     xx: np.ndarray,
-    period: float,
+    periods: Sequence[float],
     noise: np.ndarray,
     out: np.ndarray,
 ) -> None:
@@ -126,19 +191,21 @@ def _render_batch(
     ramp = xx * _col(np.cos(p["bg_angle"]) / (size * 1.5))
     ramp += yy * _col(np.sin(p["bg_angle"]) / (size * 1.5))
     ramp += np.float32(0.5)
-    # the shape, filled with stripes of the class's orientation and a random phase
+    # the shape, filled with one grating per detail band (class directions, random phases)
     dy, dx = yy - _col(p["cy"]), xx - _col(p["cx"])
     mask = np.zeros(dy.shape, bool)
     for s, shape in enumerate(SHAPES):
         idx = np.flatnonzero(p["shape"] == s)
         if len(idx):
             mask[idx] = _shape_mask(shape, dy[idx], dx[idx], _col(p["radius"][idx]))
-    # 2 * (position along the stripe normal, in periods), shifted positive: odd = dark
-    along = xx * _col(2 * np.cos(p["theta"]) / period)
-    along += yy * _col(2 * np.sin(p["theta"]) / period)
-    along += _col(2 * p["phase"] + 4 * size / period)
-    dark = (along.astype(np.int32) & 1).astype(bool)
-    shade = np.where(dark, np.float32(DARK * 255), np.float32(255))
+    shade = np.full(dy.shape, np.float32(255))
+    for band, period in enumerate(periods):
+        theta = p["theta"][:, band]
+        along = xx * _col(2 * np.pi * np.cos(theta) / period)
+        along += yy * _col(2 * np.pi * np.sin(theta) / period)
+        along += _col(p["phase"][:, band])
+        # darkening factor in [1 - DEPTH, 1]
+        shade *= np.cos(along) * np.float32(DEPTH / 2) + np.float32(1 - DEPTH / 2)
     for c in range(3):
         bg0, bg1 = p["bg0"][:, c] * 255, p["bg1"][:, c] * 255
         plane = np.where(mask, shade * _col(p["colour"][:, c]), ramp * _col(bg1 - bg0) + _col(bg0))
@@ -147,11 +214,10 @@ def _render_batch(
         out[..., c] = plane  # truncating cast to uint8
 
 
-def render_split(
-    labels: np.ndarray, n_textures: int, size: int, period: float, rng: np.random.Generator
-) -> np.ndarray:
+def render_split(labels: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
     """RGB uint8 images ``(N, size, size, 3)`` of the classes ``labels``."""
-    params = _draw(labels, n_textures, size, rng)
+    size, periods = int(cfg["native_resolution"]), _periods(cfg)
+    params = _draw(labels, int(cfg["orientations"]), len(periods), size, rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     out = np.empty((len(labels), size, size, 3), np.uint8)
     for start in range(0, len(labels), BATCH):
@@ -160,28 +226,28 @@ def render_split(
         # grey pixel noise, uniform on [-NOISE, NOISE): random bytes are the cheapest draw
         noise = np.frombuffer(rng.bytes(n * size * size), np.uint8).reshape(n, size, size)
         noise = noise.astype(np.float32) * np.float32(2 * NOISE / 256) - np.float32(NOISE)
-        _render_batch(rows, yy, xx, period, noise, out[start : start + n])
+        _render_batch(rows, yy, xx, periods, noise, out[start : start + n])
     return out
 
 
 def generate(cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """All splits as arrays; the same ``seed`` always gives the same bytes."""
-    n_classes, n_textures = int(cfg["n_classes"]), int(cfg["n_textures"])
-    size, period = int(cfg["native_resolution"]), float(cfg["stripe_period"])
+    n_classes = int(cfg["n_classes"])
     rng = np.random.default_rng(int(cfg["seed"]))
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         labels = np.repeat(np.arange(n_classes), int(cfg["per_class"][split]))
         rng.shuffle(labels)
-        arrays[f"x_{split}"] = render_split(labels, n_textures, size, period, rng)
+        arrays[f"x_{split}"] = render_split(labels, cfg, rng)
         arrays[f"y_{split}"] = labels.astype(np.int64)
     return arrays
 
 
 def class_names(cfg: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{SHAPES[c % len(SHAPES)]}-texture{c // len(SHAPES)}" for c in range(int(cfg["n_classes"]))
-    ]
+    """``<shape>-<detail digits>``, e.g. ``cross-01``: digit b is band b's direction."""
+    labels = np.arange(int(cfg["n_classes"]))
+    shapes, digits = codes(labels, int(cfg["orientations"]), len(_periods(cfg)))
+    return [f"{SHAPES[s]}-{''.join(str(d) for d in row)}" for s, row in zip(shapes, digits, strict=True)]
 
 
 def fetch(cfg: Mapping[str, Any], raw_dir: Path) -> None:
