@@ -61,7 +61,9 @@ def accuracies(
     out: dict[int, list[float]] = {}
     for resolution, path in sorted(paths.items()):
         data = TrainingData(subset(load_splits(path), n_classes), device_for(trainer.accelerator))
-        out[resolution] = [1 - train(REFERENCE_CNN, data, trainer, seed=s)[0].val_error for s in seeds]
+        out[resolution] = [
+            1 - train(REFERENCE_CNN, data, trainer, seed=s)[0].val_error for s in seeds
+        ]
     return out
 
 
@@ -73,22 +75,42 @@ def report(name: str, n_classes: int, curve: Mapping[int, list[float]], seconds:
         mean = statistics.mean(values)
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         seeds = " ".join(f"{v:.3f}" for v in values)
-        print(f"{resolution:4d}  {mean:8.3f} ± {spread:5.3f}  {mean / largest:8.2f}  {seeds}", flush=True)
+        print(
+            f"{resolution:4d}  {mean:8.3f} ± {spread:5.3f}  {mean / largest:8.2f}  {seeds}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--synthetic", type=int, nargs="*", default=[8, 16, 32, 64], help="resolutions (px)")
-    parser.add_argument("--flowers", type=int, nargs="*", default=[16, 32, 64], help="resolutions (px)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--synthetic", type=int, nargs="*", default=[8, 16, 32, 64], help="resolutions (px)"
+    )
+    parser.add_argument(
+        "--flowers", type=int, nargs="*", default=[16, 32, 64], help="resolutions (px)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--per-class", type=int, nargs=2, metavar=("TRAIN", "VAL"),
-                        help="built-in set: images per class (default: conf/dataset/synthetic.yaml)")
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "VAL"),
+        help="built-in set: images per class (default: conf/dataset/synthetic.yaml)",
+    )
     parser.add_argument("--flowers-classes", type=int, help="102 Flowers: only the first N classes")
-    parser.add_argument("--flowers-mirror", default=None,
-                        help="directory of the 64 px mirror (default: the flowers-cpu study's)")
+    parser.add_argument(
+        "--flowers-mirror",
+        default=None,
+        help="directory of the 64 px mirror (default: the flowers-cpu study's)",
+    )
     parser.add_argument("--max-epochs", type=int, help="default: the default study's trainer")
-    parser.add_argument("--tiny", action="store_true",
-                        help="smoke size: 2 epochs, 3+2 images per class, 5 flower classes, 1 seed")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="smoke size: 2 epochs, 3+2 images per class, 5 flower classes, 1 seed",
+    )
     args = parser.parse_args(argv)
     if args.tiny:
         args.seeds, args.max_epochs = args.seeds[:1], args.max_epochs or 2
@@ -96,15 +118,25 @@ def main(argv: list[str] | None = None) -> int:
         args.flowers_classes = args.flowers_classes or 5
     configure_training()
     torch.set_num_threads(1)
-    settings = load_settings(["study=flowers-cpu", "trainer.accelerator=cpu"], config_dir=REPO / "conf")
-    trainer = settings.trainer if args.max_epochs is None else replace(settings.trainer, max_epochs=args.max_epochs)
-    print(f"reference CNN {dict(REFERENCE_CNN)}; trainer max_epochs={trainer.max_epochs} "
-          f"patience={trainer.patience}; seeds {args.seeds}; torch threads 1")
+    settings = load_settings(
+        ["study=flowers-cpu", "trainer.accelerator=cpu"], config_dir=REPO / "conf"
+    )
+    trainer = (
+        settings.trainer
+        if args.max_epochs is None
+        else replace(settings.trainer, max_epochs=args.max_epochs)
+    )
+    print(
+        f"reference CNN {dict(REFERENCE_CNN)}; trainer max_epochs={trainer.max_epochs} "
+        f"patience={trainer.patience}; seeds {args.seeds}; torch threads 1"
+    )
     with tempfile.TemporaryDirectory(prefix="iishpo-resolution-") as tmp:
         work = Path(tmp)
         if args.synthetic:
             start = time.perf_counter()
-            cfg: dict[str, Any] = dict(load_settings([], config_dir=REPO / "conf").datasets["synthetic"])
+            cfg: dict[str, Any] = dict(
+                load_settings([], config_dir=REPO / "conf").datasets["synthetic"]
+            )
             if args.per_class:
                 cfg["per_class"] = {"train": args.per_class[0], "val": args.per_class[1], "test": 1}
             fetch(cfg, work / "synthetic")
@@ -121,8 +153,15 @@ def main(argv: list[str] | None = None) -> int:
             paths = {r: work / f"flowers102-{r}.npz" for r in args.flowers}
             prepare_dataset("flowers102", cfg, work / "flowers102", paths)
             curve = accuracies(paths, trainer, args.seeds, args.flowers_classes)
-            n_classes = args.flowers_classes or int(np.unique(load_splits(paths[max(paths)]).y["train"]).size)
-            report("102 Flowers (64 px mirror, official split)", n_classes, curve, time.perf_counter() - start)
+            n_classes = args.flowers_classes or int(
+                np.unique(load_splits(paths[max(paths)]).y["train"]).size
+            )
+            report(
+                "102 Flowers (64 px mirror, official split)",
+                n_classes,
+                curve,
+                time.perf_counter() - start,
+            )
     return 0
 
 

@@ -4,22 +4,23 @@ Photographs lose class information gradually as they shrink: an anti-aliased dow
 ``r`` px keeps the structure coarser than about ``r / 2`` cycles per image and removes the
 rest, and natural images carry detail in every octave (their roughly 1/f amplitude
 spectrum has equal power per octave), so each halving of the resolution takes away one
-octave of detail and the class cues that lived there. This data set is built the same way.
-A class is a code of attributes at different spatial scales, one per octave:
+octave of detail and the class cues that lived there. This data set is built the same way:
+a class is a code of attributes at different spatial scales, one per octave, all of the
+same contrast (equal power per octave):
 
 - a coarse one, the silhouette of the object (``shapes`` of disc, triangle, cross, square,
   ring), visible at the smallest resolutions;
 - finer ones, each a sinusoidal grating inside the object with the period given by
   ``detail_periods`` (px at native size, coarsest first, an octave apart by default) in one
-  of ``orientations`` directions. A grating is visible once the image is large enough for its
-  period to span about 3 px and averaged away by the downscale below about 2 px.
+  of ``orientations`` directions. A grating is visible once the image is large enough for
+  its period to span about 3 px and averaged away by the downscale below about 2 px.
 
-Classes are numbered in mixed radix with the coarsest attribute as the most significant
-digit, so coarse cues separate groups of classes and each finer one splits every group
-further, as coarse views tell broad categories apart and finer detail tells related ones
-apart. Each resolution of a ladder that doubles therefore adds one attribute's worth of
-class information. Colour, position, size, grating phases, a small orientation jitter,
-background and pixel noise are random and carry no label.
+A class is identified by all its attributes together: coarse cues separate groups of
+classes and each finer one splits every group further, as a coarse view tells broad
+categories apart and finer detail tells related ones apart. Each step of a ladder that
+doubles the resolution therefore adds one attribute's worth of class information. Colour,
+position, size, grating phases, a small orientation jitter, background and pixel noise are
+random and carry no label.
 
 Generation is vectorised: every random parameter of a split is drawn at once, and the
 images are rendered in batches on one precomputed coordinate grid. The same ``seed`` gives
@@ -28,6 +29,7 @@ the same bytes on every run (the stream of random draws does not depend on the b
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -48,8 +50,10 @@ BATCH = 32
 NOISE = 16
 #: background colours are drawn from [0, BACKGROUND], shape colours from [FOREGROUND, 1]
 BACKGROUND, FOREGROUND = 0.35, 0.6
-#: each grating darkens the object by a factor between 1 - DEPTH and 1
-DEPTH = 0.4
+#: the gratings darken the object by up to DEPTH of its brightness together, each by the
+#: same share, so that every octave carries detail of the same contrast; they add up (a
+#: product would mix them into beats at other frequencies, coarser than the finer one)
+DEPTH = 0.8
 #: how far a shape's centre may move from the image centre, as a fraction of the room left
 #: (more jitter makes the shapes markedly harder to learn from few images)
 JITTER = 0.5
@@ -95,12 +99,16 @@ def check(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"native_resolution must be >= 32, got {native}")
     periods = cfg["detail_periods"]
     if not isinstance(periods, Sequence) or isinstance(periods, str) or not periods:
-        raise ValueError(f"detail_periods must be a non-empty list of periods (px), got {periods!r}")
+        raise ValueError(
+            f"detail_periods must be a non-empty list of periods (px), got {periods!r}"
+        )
     values = _periods(cfg)
     if not all(MIN_PERIOD <= p <= native for p in values):
-        raise ValueError(f"detail_periods must lie in [{MIN_PERIOD}, native_resolution={native}] px, "
-                         f"got {values}")
-    if any(finer >= coarser for coarser, finer in zip(values, values[1:])):
+        raise ValueError(
+            f"detail_periods must lie in [{MIN_PERIOD}, native_resolution={native}] px, "
+            f"got {values}"
+        )
+    if any(finer >= coarser for coarser, finer in itertools.pairwise(values)):
         raise ValueError(f"detail_periods must decrease (coarsest first), got {values}")
     n_classes = int(cfg["n_classes"])
     if not 2 <= n_classes <= n_codes(cfg):
@@ -113,14 +121,20 @@ def check(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"per_class.{split} must be >= 1, got {cfg['per_class'][split]}")
 
 
-def codes(labels: np.ndarray, orientations: int, n_details: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each class's attributes: its shape ``(N,)`` and its detail orientations
-    ``(N, n_details)``, the digits of the label in mixed radix (shape most significant)."""
+def codes(
+    labels: np.ndarray, shapes: int, orientations: int, n_details: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's attributes: its shape ``(N,)`` and its detail directions
+    ``(N, n_details)``, the digits of the label in mixed radix with the shape as the least
+    significant digit and the finest detail as the most significant one. Consecutive
+    classes thus go round the shapes, then round the coarsest details, so that however
+    many classes there are, the groups that each scale leaves confusable are as even as
+    can be."""
     digits = np.empty((len(labels), n_details), np.int64)
-    rest = labels.astype(np.int64)
-    for band in reversed(range(n_details)):
+    rest, shape = np.divmod(labels.astype(np.int64), shapes)
+    for band in range(n_details):
         rest, digits[:, band] = np.divmod(rest, orientations)
-    return rest, digits
+    return shape, digits
 
 
 def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np.ndarray:
@@ -143,15 +157,13 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: np.ndarray) -> np
 
 
 def _draw(
-    labels: np.ndarray, orientations: int, n_details: int, size: int, rng: np.random.Generator
+    labels: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Every random parameter of the images of one split, one row per image."""
-    n = len(labels)
-    shape, digits = codes(labels, orientations, n_details)
+    n, size = len(labels), int(cfg["native_resolution"])
+    orientations, n_details = int(cfg["orientations"]), len(_periods(cfg))
+    shape, digits = codes(labels, int(cfg["shapes"]), orientations, n_details)
     radius = rng.uniform(*RADIUS, n) * size
-    # band b's directions are offset by a fraction of the spacing, so that no two bands
-    # share a direction and a grating's direction alone says which band it belongs to
-    offsets = np.arange(n_details) / n_details
     return {
         "shape": shape,
         "bg0": rng.uniform(0.0, BACKGROUND, (n, 3)),
@@ -160,7 +172,7 @@ def _draw(
         "radius": radius,
         "cy": size / 2 + rng.uniform(-1, 1, n) * JITTER * (size / 2 - radius),
         "cx": size / 2 + rng.uniform(-1, 1, n) * JITTER * (size / 2 - radius),
-        "theta": np.pi * (digits + offsets) / orientations
+        "theta": np.pi * digits / orientations
         + rng.normal(0, np.pi / (12 * orientations), (n, n_details)),
         "phase": rng.uniform(0, 2 * np.pi, (n, n_details)),
         "colour": rng.uniform(FOREGROUND, 1.0, (n, 3)),
@@ -198,14 +210,14 @@ def _render_batch(
         idx = np.flatnonzero(p["shape"] == s)
         if len(idx):
             mask[idx] = _shape_mask(shape, dy[idx], dx[idx], _col(p["radius"][idx]))
-    shade = np.full(dy.shape, np.float32(255))
+    amplitude = np.float32(255 * DEPTH / (2 * len(periods)))
+    shade = np.full(dy.shape, 255 - amplitude * len(periods), np.float32)
     for band, period in enumerate(periods):
         theta = p["theta"][:, band]
         along = xx * _col(2 * np.pi * np.cos(theta) / period)
         along += yy * _col(2 * np.pi * np.sin(theta) / period)
         along += _col(p["phase"][:, band])
-        # darkening factor in [1 - DEPTH, 1]
-        shade *= np.cos(along) * np.float32(DEPTH / 2) + np.float32(1 - DEPTH / 2)
+        shade += np.cos(along) * amplitude
     for c in range(3):
         bg0, bg1 = p["bg0"][:, c] * 255, p["bg1"][:, c] * 255
         plane = np.where(mask, shade * _col(p["colour"][:, c]), ramp * _col(bg1 - bg0) + _col(bg0))
@@ -214,10 +226,12 @@ def _render_batch(
         out[..., c] = plane  # truncating cast to uint8
 
 
-def render_split(labels: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+def render_split(
+    labels: np.ndarray, cfg: Mapping[str, Any], rng: np.random.Generator
+) -> np.ndarray:
     """RGB uint8 images ``(N, size, size, 3)`` of the classes ``labels``."""
     size, periods = int(cfg["native_resolution"]), _periods(cfg)
-    params = _draw(labels, int(cfg["orientations"]), len(periods), size, rng)
+    params = _draw(labels, cfg, rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     out = np.empty((len(labels), size, size, 3), np.uint8)
     for start in range(0, len(labels), BATCH):
@@ -246,8 +260,10 @@ def generate(cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def class_names(cfg: Mapping[str, Any]) -> list[str]:
     """``<shape>-<detail digits>``, e.g. ``cross-01``: digit b is band b's direction."""
     labels = np.arange(int(cfg["n_classes"]))
-    shapes, digits = codes(labels, int(cfg["orientations"]), len(_periods(cfg)))
-    return [f"{SHAPES[s]}-{''.join(str(d) for d in row)}" for s, row in zip(shapes, digits, strict=True)]
+    shapes, digits = codes(labels, int(cfg["shapes"]), int(cfg["orientations"]), len(_periods(cfg)))
+    return [
+        f"{SHAPES[s]}-{''.join(str(d) for d in row)}" for s, row in zip(shapes, digits, strict=True)
+    ]
 
 
 def fetch(cfg: Mapping[str, Any], raw_dir: Path) -> None:
