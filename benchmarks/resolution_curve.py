@@ -4,11 +4,11 @@ Trains one fixed, untuned CNN (``iishpo.data.synthetic.REFERENCE_CNN``, the defa
 study's trainer settings) on the built-in data set at each resolution of
 ``--synthetic`` and on the real 102 Flowers images (the 64 px mirror, official split) at
 each resolution of ``--flowers``, averages the validation accuracy over ``--seeds``, and
-prints it beside the accuracy relative to the largest resolution of the same data set:
-the shape of that curve is what the two should share.
+prints it beside the accuracy relative to the largest and to the best resolution of the
+same data set: the shape of that curve is what the two should share.
 
     .venv/bin/python benchmarks/resolution_curve.py --flowers-mirror /work/shared/data/flowers102-64
-    .venv/bin/python benchmarks/resolution_curve.py --tiny --flowers-mirror ...   # smoke run, seconds
+    .venv/bin/python benchmarks/resolution_curve.py --tiny --flowers-mirror ...   # smoke run, about a minute
 
 ``--flowers-mirror ''`` skips 102 Flowers.
 """
@@ -68,15 +68,19 @@ def accuracies(
 
 
 def report(name: str, n_classes: int, curve: Mapping[int, list[float]], seconds: float) -> None:
-    largest = statistics.mean(curve[max(curve)])
+    """One line per resolution: mean, spread and each seed's accuracy, and the mean divided
+    by the mean at the largest and at the best resolution."""
+    means = {r: statistics.mean(values) for r, values in curve.items()}
+    largest, best = means[max(means)], max(means.values())
     print(f"\n{name}: {n_classes} classes, chance {1 / n_classes:.3f}, {seconds:.0f} s")
-    print(f"{'px':>4}  {'val accuracy':>16}  {'relative':>8}  per seed")
+    print(f"{'px':>4}  {'val accuracy':>16}  {'/largest':>8}  {'/best':>6}  per seed")
     for resolution, values in sorted(curve.items()):
-        mean = statistics.mean(values)
+        mean = means[resolution]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         seeds = " ".join(f"{v:.3f}" for v in values)
         print(
-            f"{resolution:4d}  {mean:8.3f} ± {spread:5.3f}  {mean / largest:8.2f}  {seeds}",
+            f"{resolution:4d}  {mean:8.3f} ± {spread:5.3f}  {mean / largest:8.2f}  "
+            f"{mean / best:6.2f}  {seeds}",
             flush=True,
         )
 
