@@ -13,7 +13,10 @@ same contrast (equal power per octave):
 - finer ones, each a sinusoidal grating inside the object with the period given by
   ``detail_periods`` (px at native size, coarsest first, an octave apart by default) in one
   of ``orientations`` directions. A grating is visible once the image is large enough for
-  its period to span about 3 px and averaged away by the downscale below about 2 px.
+  its period to span about 3 px and averaged away by the downscale below about 2 px. With
+  the default 2 directions (along the pixel axes) that holds for every grating; a diagonal
+  one (from 4 directions on) survives down to periods of about 1.4 px, as the square
+  pixel grid resolves diagonals finer.
 
 A class is identified by all its attributes together: coarse cues separate groups of
 classes and each finer one splits every group further, as a coarse view tells broad
@@ -83,7 +86,7 @@ def _periods(cfg: Mapping[str, Any]) -> list[float]:
     return [float(p) for p in cfg["detail_periods"]]
 
 
-def n_codes(cfg: Mapping[str, Any]) -> int:
+def _n_codes(cfg: Mapping[str, Any]) -> int:
     """How many classes the attributes can tell apart: shapes x orientations^details."""
     return int(cfg["shapes"]) * int(cfg["orientations"]) ** len(_periods(cfg))
 
@@ -111,9 +114,9 @@ def check(cfg: Mapping[str, Any]) -> None:
     if any(finer >= coarser for coarser, finer in itertools.pairwise(values)):
         raise ValueError(f"detail_periods must decrease (coarsest first), got {values}")
     n_classes = int(cfg["n_classes"])
-    if not 2 <= n_classes <= n_codes(cfg):
+    if not 2 <= n_classes <= _n_codes(cfg):
         raise ValueError(
-            f"n_classes must be in [2, {n_codes(cfg)}] (shapes x orientations^len(detail_periods)"
+            f"n_classes must be in [2, {_n_codes(cfg)}] (shapes x orientations^len(detail_periods)"
             f" = {shapes} x {orientations}^{len(values)}), got {n_classes}"
         )
     for split in SPLITS:
