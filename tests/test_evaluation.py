@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from helpers import TINY, compose
+from iishpo import evaluation as evaluation_module
 from iishpo.artifacts import read_evaluation
 from iishpo.batches import TrainingData
 from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.evaluation import evaluate_test
+from iishpo.seeds import Stream, derive_seed
 from iishpo.store import Trial, TrialStore
 
 CONFIG = {
@@ -81,6 +83,14 @@ def test_best_trial_is_retrained_and_scored(
         validated.update(_rows(batch[0]))
         validation_step(self, batch, batch_idx)
 
+    seeds: list[int] = []
+    train = evaluation_module.train
+
+    def train_spy(config: Any, data: Any, trainer: Any, seed: int, *args: Any) -> Any:
+        seeds.append(seed)
+        return train(config, data, trainer, seed, *args)
+
+    monkeypatch.setattr(evaluation_module, "train", train_spy)
     monkeypatch.setattr(Classifier, "training_step", training_spy)
     monkeypatch.setattr(Classifier, "validation_step", validation_spy)
     out = evaluate_test(
@@ -94,11 +104,14 @@ def test_best_trial_is_retrained_and_scored(
         pool = tensors.tensor(splits.pool_x, splits.pool_y).x
         assert trained == [_rows(pool[fold]) for fold in splits.test_folds]
     else:
-        assert trained == [_rows(tensors.tensors["train"].x)]
+        assert trained == [_rows(tensors.tensors["train"].x)] * 3  # evaluation.repeats retrainings
     assert out.metric == metric
     assert out.config == CONFIG and out.val_error == 0.1 and out.trial == 1
-    assert len(out.fold_scores) == (3 if folds else 1)
-    assert out.test_score == pytest.approx(np.mean(out.fold_scores))
+    assert len(out.scores) == 3  # three folds, or three retrainings (evaluation.repeats)
+    assert out.test_score == pytest.approx(np.mean(out.scores))
+    assert out.test_score_std == pytest.approx(np.std(out.scores, ddof=1))
+    # each retraining (fold or repeat) has its own seed of the TEST stream
+    assert seeds == [derive_seed(0, Stream.TEST, 0, i) for i in range(3)]
     assert out.test_score > 0.8  # the classes are separable: a broken retraining would not be
     assert read_evaluation(tmp_path / "test.json") == out
     assert out.provenance.config["study"]["name"] == "smoke"

@@ -94,7 +94,7 @@ def _records() -> list[StageRecord | RangesRecord | EvaluationRecord]:
         ),
         RangesRecord(space=space, initial_points=[best], ranges=describe(space), config_digest="def"),
         EvaluationRecord(
-            metric="accuracy", test_score=0.75, fold_scores=[0.75], val_error=0.25, trial=2,
+            metric="accuracy", test_score=0.75, test_score_std=0.0, scores=[0.75], val_error=0.25, trial=2,
             config=best, resolution=16, wall_time=3.0, config_digest="ghi", provenance=PROVENANCE,
         ),
     ]

@@ -66,8 +66,12 @@ class EvaluationRecord:
     """``test.json``: a run's best configuration, retrained and scored on the test set."""
 
     metric: str
+    #: the mean of ``scores``
     test_score: float
-    fold_scores: list[float]
+    #: their sample standard deviation (0 for a single retraining)
+    test_score_std: float
+    #: one per retraining: per repeat (single split) or per fold (fold protocol)
+    scores: list[float]
     val_error: float
     trial: int
     config: Config

@@ -111,6 +111,13 @@ class Trainer:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """How a run's test score is measured (``conf/evaluation/default.yaml``)."""
+
+    repeats: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """The validated configuration; ``resolved`` is the plain dict saved with results.
 
@@ -120,6 +127,7 @@ class Settings:
 
     study: Study
     trainer: Trainer
+    evaluation: Evaluation
     space: dict[str, Any]
     optimizers: dict[str, Any]
     datasets: dict[str, dict[str, Any]]
@@ -264,13 +272,16 @@ def _optimizers(raw: Any) -> dict[str, Any]:
 
 
 def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
-    expected = {"study", "space", "trainer", "optimizers", "datasets", "paths"}
+    expected = {"study", "space", "trainer", "optimizers", "datasets", "paths", "evaluation"}
     unknown = sorted(set(cfg) - expected)
     if unknown:
         raise ConfigError(f"unknown top-level keys {unknown}; allowed: {sorted(expected)}")
     study = _study(cfg["study"], cfg)
     trainer = _trainer(cfg["trainer"])
     optimizers = _optimizers(cfg["optimizers"])
+    evaluation = _build(Evaluation, cfg["evaluation"], "evaluation")
+    if evaluation.repeats < 1:
+        raise ConfigError(f"evaluation.repeats must be >= 1, got {evaluation.repeats}")
     for name in study.datasets:
         dataset = cfg["datasets"][name]
         try:
@@ -302,6 +313,7 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
     return Settings(
         study=study,
         trainer=trainer,
+        evaluation=evaluation,
         space=cfg["space"],
         optimizers=optimizers,
         datasets=cfg["datasets"],

@@ -50,18 +50,24 @@ def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path
             _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST, 0, i), fit, val)
             scores.append(evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes))
             log.info("test fold %d/%d: %s=%.4f", i + 1, len(splits.test_folds), metric, scores[-1])
-        score = float(np.mean(scores))
     else:
-        _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST))
-        scores = [evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes)]
-        score = scores[0]
+        scores = []
+        for i in range(settings.evaluation.repeats):
+            _, module = train(best.config, data, settings.trainer, derive_seed(seed, Stream.TEST, 0, i))
+            scores.append(evaluate(module, data.tensors["test"], settings.trainer.eval_batch_size, metric, data.n_classes))
+            log.info("test retraining %d/%d: %s=%.4f", i + 1, settings.evaluation.repeats, metric, scores[-1])
+    score = float(np.mean(scores))
+    spread = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
     out = EvaluationRecord(
-        metric=metric, test_score=score, fold_scores=scores,
+        metric=metric, test_score=score, test_score_std=spread, scores=scores,
         val_error=best.val_error, trial=best.number, config=best.config,  # type: ignore[arg-type]
         resolution=data.resolution, wall_time=round(time.perf_counter() - start, 3),
         config_digest=digest(evaluation_config(settings, dataset)),
         provenance=provenance(settings.resolved, settings.overrides, device=device_description(device), seed=seed),
     )
     write_record(out_file, out)
-    log.info("test %s of the best configuration (val_error %.4f): %.4f", metric, best.val_error, score)
+    log.info(
+        "test %s of the best configuration (val_error %.4f): %.4f +- %.4f over %d retrainings",
+        metric, best.val_error, score, spread, len(scores),
+    )
     return out

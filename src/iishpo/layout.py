@@ -190,9 +190,10 @@ def ranges_config(settings: Settings, next_resolution: int) -> dict[str, Any]:
 
 
 def evaluation_config(settings: Settings, dataset: str) -> dict[str, Any]:
-    """What the test-set evaluation reads: the trainer and the data set's metric."""
+    """What the test-set evaluation reads: the trainer, the repeats and the data set's metric."""
     return {
         "trainer": settings.resolved["trainer"],
+        "evaluation": settings.resolved["evaluation"],
         "test_metric": settings.resolved["datasets"][dataset]["test_metric"],
     }
 
