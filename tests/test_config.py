@@ -140,3 +140,18 @@ def test_snakemake_config_becomes_hydra_overrides() -> None:
         "trainer.patience=3",
         "ladder=[8, 16]",
     ]
+
+
+def test_claim_study_has_the_evidence_it_claims() -> None:
+    study = compose("study=claim").study
+    assert study.datasets == ("synthetic",)
+    assert set(study.optimizers) == set(REGISTRY)
+    assert set(study.strategies) == {"standard", "iis", "narrowing"}
+    assert len(study.seeds) >= 5
+    for strategy in ("iis", "narrowing"):  # every stage that hands ranges on has >= 10 trials
+        assert all(budget >= 10 for _, budget in study.stages(strategy)[:-1])
+
+
+def test_default_study_shows_a_spread_over_seeds() -> None:
+    study = compose().study
+    assert len(study.seeds) >= 2 and {"standard", "iis"} <= set(study.strategies)
