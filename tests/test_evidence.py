@@ -30,8 +30,9 @@ def width(narrowed: Param, full: Param) -> float:
     return unit(full, narrowed.high) - unit(full, narrowed.low)  # type: ignore[arg-type]
 
 
-def trials(n: int, seed: int, loss) -> list[dict]:
-    """``n`` uniform draws (in unit space) with their losses, best first."""
+def draws(n: int, seed: int, loss) -> list[dict]:
+    """``n`` uniform draws (in unit space) with their losses, in drawing order (so smaller
+    samples of a run nest in larger ones)."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
@@ -39,7 +40,12 @@ def trials(n: int, seed: int, loss) -> list[dict]:
                  "n": rng.randint(1, 6), "c": rng.choice(C.choices)}
         point["loss"] = loss(point) + rng.gauss(0, 0.05)
         out.append(point)
-    return sorted(out, key=lambda t: t["loss"])
+    return out
+
+
+def trials(n: int, seed: int, loss) -> list[dict]:
+    """``n`` draws, best first."""
+    return sorted(draws(n, seed, loss), key=lambda t: t["loss"])
 
 
 def split(ranked: list[dict], name: str) -> tuple[list, list]:
@@ -73,23 +79,11 @@ def test_more_trials_never_widen_an_informative_parameter() -> None:
     for n in (20, 40, 80):
         runs = []
         for seed in range(10):
-            ranked = sorted(_first(80, seed)[:n], key=lambda t: t["loss"])
+            ranked = sorted(draws(80, seed, x_matters)[:n], key=lambda t: t["loss"])
             runs.append(width(narrow_numeric(X, *split(ranked, "x"), **SETTINGS), X))
         means.append(statistics.mean(runs))
     assert means[0] >= means[1] >= means[2], means
     assert means[2] < 0.5, means
-
-
-def _first(n: int, seed: int) -> list[dict]:
-    """The first ``n`` draws of run ``seed``, unsorted (so smaller samples nest in larger)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        point = {"x": from_unit(X, rng.random()), "y": from_unit(Y, rng.random()),
-                 "n": rng.randint(1, 6), "c": rng.choice(C.choices)}
-        point["loss"] = x_matters(point) + rng.gauss(0, 0.05)
-        out.append(point)
-    return out
 
 
 def test_three_trials_narrow_nothing() -> None:
