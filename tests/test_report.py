@@ -7,6 +7,7 @@ natural size; a test without Chromium, or before the workflow's rules flag outpu
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -86,7 +87,8 @@ def test_chromium_renders_every_figure_format(tmp_path: Path) -> None:
     "tables and captions in workflow/report/ are not wired into the DAG",
 )
 def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
-    overrides = " ".join(TINY)
+    # every strategy, so that the summary (Fig. 5) and Experiment 1 (Figs. 2-4) are both built
+    overrides = " ".join([*TINY, "study.strategies=[standard,iis,independent]", "study.optimizers=[random,tpe]"])
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
         str(tmp_path), "--cores", "2", "--config", f"overrides={overrides}",
@@ -102,5 +104,41 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
         p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")))}
     assert flagged == {p.name for p in figure_captions}, "every figure caption is used by a rule"
     assert len(images) >= len(figure_captions)
+    assert "configuration.json" in html and "Configuration and provenance" in html
     sizes = rendered_sizes(images, tmp_path)
     assert all(w > 0 and h > 0 for w, h in sizes), sizes
+
+
+@pytest.mark.slow
+def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: Path) -> None:
+    """Experiment 1 through the DAG: `rule all` asks only for the importance outputs, and
+    importance.csv equals fANOVA recomputed from the pooled trial stores."""
+    from iishpo.importance import importance_by_resolution, importance_rows
+    from iishpo.layout import Layout, figure_files, independent_runs, stages
+    from iishpo.store import read_trials
+
+    from helpers import compose
+
+    overrides = [*TINY, "study.strategies=[independent]", "study.optimizers=[random,tpe]", "study.budget=5"]
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+        str(tmp_path), "--cores", "2", "--config", f"overrides={' '.join(overrides)}",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    settings = compose(*overrides)
+    layout = Layout(tmp_path / "results" / settings.study.name)
+    assert not layout.summary_markdown.exists() and not list(layout.root.rglob("test.json"))
+    pooled: dict[int, list] = {}
+    for run in independent_runs(settings.study):
+        for plan in stages(settings.study, run):
+            pooled.setdefault(plan.resolution, []).extend(read_trials(layout.trials(plan.key)))
+    assert sorted(pooled) == list(settings.study.ladder) and all(len(t) == 10 for t in pooled.values())
+    expected = importance_rows(importance_by_resolution(pooled, settings.space))
+    with open(layout.importance_table("synthetic"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["resolution"]), r["subset"]) for r in rows] == [(e["resolution"], e["subset"]) for e in expected]
+    for row, e in zip(rows, expected, strict=True):
+        assert float(row["explained_variance"]) == pytest.approx(e["explained_variance"], rel=1e-9, abs=1e-12)
+    assert "## Hyperparameter importance" in layout.importance_markdown("synthetic").read_text()
+    for stem in layout.importance_figures("synthetic").values():
+        assert all(p.stat().st_size > 5000 for p in figure_files(stem))
