@@ -19,6 +19,7 @@ import pytest
 
 from helpers import REPO, TINY
 from iishpo import figures
+from iishpo.layout import FIGURE_FORMATS, IMPORTANCE_FIGURES
 from iishpo.store import Trial
 
 CAPTIONS = REPO / "workflow" / "report"
@@ -98,7 +99,13 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
     html = (tmp_path / "report.html").read_text()
     dom = dump_dom(tmp_path / "report.html")
     assert "Snakemake" in dom and len(dom) > len(html) // 2  # the report's app ran
-    images = re.findall(r'"(data:image/(?:png|svg\+xml)[^"]+)"', html)
+    # the embedded files (the report's own code holds other "data:image" strings)
+    embedded = {
+        name: uri for uri, name in re.findall(r'"(data:image/(?:png|svg\+xml);charset=utf8;filename=([^;"]+);base64,[^"]+)"', html)
+    }
+    expected_files = {f"{stem}.{fmt}" for stem in ("fig5_progress_synthetic", *IMPORTANCE_FIGURES) for fmt in FIGURE_FORMATS}
+    assert expected_files <= embedded.keys(), sorted(embedded)
+    images = [embedded[name] for name in sorted(expected_files)]
     figure_captions = sorted(CAPTIONS.glob("fig*.rst"))
     flagged = {name for name in re.findall(r'caption="[^"]*?/(fig[^"/]+\.rst)"', "".join(
         p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")))}
@@ -113,11 +120,10 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
 def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: Path) -> None:
     """Experiment 1 through the DAG: `rule all` asks only for the importance outputs, and
     importance.csv equals fANOVA recomputed from the pooled trial stores."""
+    from helpers import compose
     from iishpo.importance import importance_by_resolution, importance_rows
     from iishpo.layout import Layout, figure_files, independent_runs, stages
     from iishpo.store import read_trials
-
-    from helpers import compose
 
     overrides = [*TINY, "study.strategies=[independent]", "study.optimizers=[random,tpe]", "study.budget=5"]
     command = [

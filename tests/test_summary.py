@@ -19,7 +19,16 @@ from scipy import stats
 from helpers import TINY, compose
 from iishpo.artifacts import BestTrial, EvaluationRecord, StageRecord, write_record
 from iishpo.config import Settings
-from iishpo.layout import Layout, RunKey, digest, evaluation_config, figure_files, runs, stage_config, stages
+from iishpo.layout import (
+    Layout,
+    RunKey,
+    digest,
+    evaluation_config,
+    figure_files,
+    runs,
+    stage_config,
+    stages,
+)
 from iishpo.provenance import provenance
 from iishpo.store import Trial, TrialStore
 from iishpo.summary import summarize

@@ -31,7 +31,16 @@ from iishpo import figures
 from iishpo.artifacts import read_evaluation, read_stage
 from iishpo.comparison import MIN_SEEDS, PairedComparison, compare_paired
 from iishpo.config import Settings
-from iishpo.layout import UNEVALUATED, Layout, RunKey, digest, evaluated_runs, evaluation_config, stage_config, stages
+from iishpo.layout import (
+    UNEVALUATED,
+    Layout,
+    RunKey,
+    digest,
+    evaluated_runs,
+    evaluation_config,
+    stage_config,
+    stages,
+)
 from iishpo.store import read_trials, write_atomic, write_json_atomic
 
 #: the strategy every other one is compared with, and those compared with it
@@ -240,13 +249,13 @@ def _comparison_markdown(dataset: str, compared: Sequence[tuple[str, PairedCompa
         return []
     lines = [
         "", f"## {dataset}: each strategy against {BASELINE}, paired by seed", "",
-        f"Differences are strategy minus {BASELINE} of the same seed (negative: less time, lower "
+        (f"Differences are strategy minus {BASELINE} of the same seed (negative: less time, lower "
         "error; positive test score: better). 95% confidence interval from Student's t, paired "
-        "t-test and Wilcoxon signed-rank test at the 5% level.",
+        "t-test and Wilcoxon signed-rank test at the 5% level."),
     ]
     if any(not c.testable for _, c in compared):
-        lines += ["", f"**Fewer than {MIN_SEEDS} seeds: no interval or test is possible**; the "
-                  "differences below are single observations, not evidence."]
+        lines += ["", (f"**Fewer than {MIN_SEEDS} seeds: no interval or test is possible**; the "
+                  "differences below are single observations, not evidence.")]
     lines += [
         "", "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
         "|---|---|---|---|---|---|---|---|---|",
