@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,8 +95,9 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
         str(tmp_path), "--cores", "2", "--config", f"overrides={overrides}",
     ]
-    subprocess.run(command, check=True, capture_output=True, timeout=900)
-    subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "IISHPO_ROOT": str(tmp_path)}  # data and results land in tmp_path
+    subprocess.run(command, check=True, capture_output=True, timeout=900, env=env)
+    subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300, env=env)
     html = (tmp_path / "report.html").read_text()
     dom = dump_dom(tmp_path / "report.html")
     assert "Snakemake" in dom and len(dom) > len(html) // 2  # the report's app ran
@@ -130,7 +132,7 @@ def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: 
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
         str(tmp_path), "--cores", "2", "--config", f"overrides={' '.join(overrides)}",
     ]
-    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    subprocess.run(command, check=True, capture_output=True, timeout=900, env={**os.environ, "IISHPO_ROOT": str(tmp_path)})
     settings = compose(*overrides)
     layout = Layout(tmp_path / "results" / settings.study.name)
     assert not layout.summary_markdown.exists() and not list(layout.root.rglob("test.json"))
