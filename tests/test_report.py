@@ -7,7 +7,9 @@ natural size; a test without Chromium, or before the workflow's rules flag outpu
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 
 from helpers import REPO, TINY
 from iishpo import figures
+from iishpo.layout import FIGURE_FORMATS, IMPORTANCE_FIGURES
 from iishpo.store import Trial
 
 CAPTIONS = REPO / "workflow" / "report"
@@ -86,21 +89,64 @@ def test_chromium_renders_every_figure_format(tmp_path: Path) -> None:
     "tables and captions in workflow/report/ are not wired into the DAG",
 )
 def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
-    overrides = " ".join(TINY)
+    # every strategy, so that the summary (Fig. 5) and Experiment 1 (Figs. 2-4) are both built
+    overrides = " ".join([*TINY, "study.strategies=[standard,iis,independent]", "study.optimizers=[random,tpe]"])
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
         str(tmp_path), "--cores", "2", "--config", f"overrides={overrides}",
     ]
-    subprocess.run(command, check=True, capture_output=True, timeout=900)
-    subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "IISHPO_ROOT": str(tmp_path)}  # data and results land in tmp_path
+    subprocess.run(command, check=True, capture_output=True, timeout=900, env=env)
+    subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300, env=env)
     html = (tmp_path / "report.html").read_text()
     dom = dump_dom(tmp_path / "report.html")
     assert "Snakemake" in dom and len(dom) > len(html) // 2  # the report's app ran
-    images = re.findall(r'"(data:image/(?:png|svg\+xml)[^"]+)"', html)
+    # the embedded files (the report's own code holds other "data:image" strings)
+    embedded = {
+        name: uri for uri, name in re.findall(r'"(data:image/(?:png|svg\+xml);charset=utf8;filename=([^;"]+);base64,[^"]+)"', html)
+    }
+    expected_files = {f"{stem}.{fmt}" for stem in ("fig5_progress_synthetic", *IMPORTANCE_FIGURES) for fmt in FIGURE_FORMATS}
+    assert expected_files <= embedded.keys(), sorted(embedded)
+    images = [embedded[name] for name in sorted(expected_files)]
     figure_captions = sorted(CAPTIONS.glob("fig*.rst"))
     flagged = {name for name in re.findall(r'caption="[^"]*?/(fig[^"/]+\.rst)"', "".join(
         p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk")))}
     assert flagged == {p.name for p in figure_captions}, "every figure caption is used by a rule"
     assert len(images) >= len(figure_captions)
+    assert "configuration.json" in html and "Configuration and provenance" in html
     sizes = rendered_sizes(images, tmp_path)
     assert all(w > 0 and h > 0 for w, h in sizes), sizes
+
+
+@pytest.mark.slow
+def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: Path) -> None:
+    """Experiment 1 through the DAG: `rule all` asks only for the importance outputs, and
+    importance.csv equals fANOVA recomputed from the pooled trial stores."""
+    from helpers import compose
+    from iishpo.importance import importance_by_resolution, importance_rows
+    from iishpo.layout import Layout, figure_files, independent_runs, stages
+    from iishpo.store import read_trials
+
+    overrides = [*TINY, "study.strategies=[independent]", "study.optimizers=[random,tpe]", "study.budget=5"]
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+        str(tmp_path), "--cores", "2", "--config", f"overrides={' '.join(overrides)}",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=900, env={**os.environ, "IISHPO_ROOT": str(tmp_path)})
+    settings = compose(*overrides)
+    layout = Layout(tmp_path / "results" / settings.study.name)
+    assert not layout.summary_markdown.exists() and not list(layout.root.rglob("test.json"))
+    pooled: dict[int, list] = {}
+    for run in independent_runs(settings.study):
+        for plan in stages(settings.study, run):
+            pooled.setdefault(plan.resolution, []).extend(read_trials(layout.trials(plan.key)))
+    assert sorted(pooled) == list(settings.study.ladder) and all(len(t) == 10 for t in pooled.values())
+    expected = importance_rows(importance_by_resolution(pooled, settings.space))
+    with open(layout.importance_table("synthetic"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(int(r["resolution"]), r["subset"]) for r in rows] == [(e["resolution"], e["subset"]) for e in expected]
+    for row, e in zip(rows, expected, strict=True):
+        assert float(row["explained_variance"]) == pytest.approx(e["explained_variance"], rel=1e-9, abs=1e-12)
+    assert "## Hyperparameter importance" in layout.importance_markdown("synthetic").read_text()
+    for stem in layout.importance_figures("synthetic").values():
+        assert all(p.stat().st_size > 5000 for p in figure_files(stem))

@@ -22,7 +22,7 @@ import yaml
 from helpers import REPO, TINY, compose
 from iishpo.artifacts import read_evaluation, read_ranges, read_stage
 from iishpo.config import Settings
-from iishpo.layout import Layout, RunKey, StageKey, digest, runs, stage_config, stages
+from iishpo.layout import Layout, RunKey, StageKey, digest, figure_files, runs, stage_config, stages
 from iishpo.space import Config, SearchSpace
 from iishpo.store import Trial, read_trials
 
@@ -273,7 +273,7 @@ def test_progress_rows_match_the_trials(settings: Settings, layout: Layout) -> N
     rows = read_csv(layout.progress("synthetic"))
     assert [(int(r["evaluation"]), r["series"], float(r["best_val_error"])) for r in rows] == expected
     assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in ("standard", "iis")}
-    assert layout.plot.stat().st_size > 0
+    assert all(p.stat().st_size > 5000 for p in figure_files(layout.progress_figure("synthetic")))
 
 
 def test_summary_refuses_results_of_another_configuration(finished_study: Path, settings: Settings) -> None:

@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("summarize", help="tables, metrics and plots of a finished study")
     p.add_argument("--results", type=Path, required=True)
+
+    p = command("analyze-importance", help="Experiment 1: fANOVA importance and Figs. 2-4 of the independent runs")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--results", type=Path, required=True)
+
+    p = command("record-configuration", help="write the resolved configuration and its provenance")
+    p.add_argument("--output", type=Path, required=True)
     return parser
 
 
@@ -132,6 +139,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iishpo: {err}", file=sys.stderr)
             return 1
         print(Layout(args.results).summary_markdown.read_text())
+    elif args.command == "analyze-importance":
+        from iishpo.analysis import StaleStages, analyze_importance
+
+        try:
+            written = analyze_importance(settings, args.results, args.dataset)
+        except StaleStages as err:
+            print(f"iishpo: {err}", file=sys.stderr)
+            return 1
+        log.info("wrote %s", ", ".join(str(p) for p in written))
+    elif args.command == "record-configuration":
+        from iishpo.provenance import provenance
+        from iishpo.store import write_json_atomic
+
+        # the study as a whole: no device and no single seed (each job's files record theirs)
+        record = asdict(provenance(settings.resolved, settings.overrides, device="", seed=0))
+        write_json_atomic(args.output, {k: v for k, v in record.items() if k not in ("device", "seed")})
     return 0
 
 

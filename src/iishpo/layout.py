@@ -78,6 +78,20 @@ def runs(study: Study) -> list[RunKey]:
     ]
 
 
+#: strategies whose runs have no test evaluation: Experiment 1's, analysed for importance
+UNEVALUATED = ("independent",)
+
+
+def evaluated_runs(study: Study) -> list[RunKey]:
+    """The runs that are evaluated on the test set and summarized (Experiment 2)."""
+    return [run for run in runs(study) if run.strategy not in UNEVALUATED]
+
+
+def independent_runs(study: Study) -> list[RunKey]:
+    """Experiment 1's runs: the whole budget at every ladder resolution, no test evaluation."""
+    return [run for run in runs(study) if run.strategy == "independent"]
+
+
 def stages(study: Study, run: RunKey) -> list[StagePlan]:
     """The stages of ``run``: one for ``standard``, one per ladder resolution for ``iis``."""
     return [
@@ -143,11 +157,50 @@ class Layout:
         return self.root / "metrics.json"
 
     @property
-    def plot(self) -> Path:
-        return self.root / "progress.png"
+    def comparisons(self) -> Path:
+        return self.root / "comparisons.csv"
+
+    @property
+    def table1(self) -> Path:
+        return self.root / "table1.md"
+
+    @property
+    def configuration(self) -> Path:
+        """The resolved configuration and provenance of the study (for the report)."""
+        return self.root / "configuration.json"
 
     def progress(self, dataset: str) -> Path:
         return self.root / "progress" / f"{dataset}.csv"
+
+    def progress_figure(self, dataset: str) -> Path:
+        """Fig. 5's stem: ``figures.FORMATS`` give the files (:func:`figure_files`)."""
+        return self.root / "figures" / f"fig5_progress_{dataset}"
+
+    # Experiment 1: hyperparameter importance of the ``independent`` runs.
+    def importance_dir(self, dataset: str) -> Path:
+        return self.root / "importance" / dataset
+
+    def importance_markdown(self, dataset: str) -> Path:
+        return self.importance_dir(dataset) / "importance.md"
+
+    def importance_table(self, dataset: str) -> Path:
+        return self.importance_dir(dataset) / "importance.csv"
+
+    def importance_figures(self, dataset: str) -> dict[str, Path]:
+        """The stems of Figs. 2-4, by the name of their caption in ``workflow/report``."""
+        folder = self.importance_dir(dataset)
+        return {name: folder / name for name in IMPORTANCE_FIGURES}
+
+
+#: Figs. 2-4 of Experiment 1, named as their captions in workflow/report/
+IMPORTANCE_FIGURES = ("fig2_importance", "fig3_learning_rate", "fig4_learning_rate_fc")
+#: what every figure is written as (one file per format)
+FIGURE_FORMATS = ("png", "svg")
+
+
+def figure_files(stem: Path) -> list[Path]:
+    """The files of the figure ``stem``, one per format."""
+    return [stem.with_name(f"{stem.name}.{fmt}") for fmt in FIGURE_FORMATS]
 
 
 # -- what each job depends on ------------------------------------------------------------
@@ -196,6 +249,11 @@ def evaluation_config(settings: Settings, dataset: str) -> dict[str, Any]:
         "evaluation": settings.resolved["evaluation"],
         "test_metric": settings.resolved["datasets"][dataset]["test_metric"],
     }
+
+
+def importance_config(settings: Settings) -> dict[str, Any]:
+    """What the importance analysis reads: the study (its runs) and the search space."""
+    return {"study": settings.resolved["study"], "space": settings.resolved["space"]}
 
 
 def summary_config(settings: Settings) -> dict[str, Any]:

@@ -1,14 +1,20 @@
-"""Summarize a study like the paper: time per strategy (Table 1), quality, progress (Fig. 5).
+"""Summarize a study like the paper: time per strategy (Table 1), quality, statistics over
+seeds, progress (Fig. 5).
 
 Outputs, all under ``results/<study>/``: ``runs.csv`` (one row per run), ``summary.csv``
-and ``summary.md`` (mean and std over seeds, and the IIS time reduction), ``metrics.json``
-(for ``dvc metrics diff``), ``progress/<dataset>.csv`` (best validation error so far per
-evaluation, mean over seeds, one row per evaluation and ``<optimizer>-<strategy>`` series,
-for ``dvc plots diff``) and ``progress.png``. Paths come from :class:`iishpo.layout.Layout`.
+and ``summary.md`` (mean and std over seeds, the time reductions, and every compared
+strategy against ``standard`` paired by seed), ``comparisons.csv`` (those comparisons,
+one row per data set, optimizer, strategy and metric; :mod:`iishpo.comparison`),
+``table1.md`` (Table 1 in minutes, the paper's numbers beside ours in the ``paper``
+study), ``metrics.json`` (for ``dvc metrics diff``), ``progress/<dataset>.csv`` (best
+validation error so far per evaluation, mean over seeds, one row per evaluation and
+``<optimizer>-<strategy>`` series, for ``dvc plots diff``) and Fig. 5 per data set under
+``figures/``. Paths come from :class:`iishpo.layout.Layout`.
 
-A study whose stage or test files were made under another configuration than the
-current one (their recorded ``config_digest`` differs) is not summarized: the error names
-the files (:class:`StaleResults`).
+``independent`` runs (Experiment 1) have no test score and are not summarized here; see
+:mod:`iishpo.analysis`. A study whose stage or test files were made under another
+configuration than the current one (their recorded ``config_digest`` differs) is not
+summarized: the error names the files (:class:`StaleResults`).
 """
 
 from __future__ import annotations
@@ -16,14 +22,36 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from iishpo import figures
 from iishpo.artifacts import read_evaluation, read_stage
+from iishpo.comparison import MIN_SEEDS, PairedComparison, compare_paired
 from iishpo.config import Settings
-from iishpo.layout import Layout, RunKey, digest, evaluation_config, runs, stage_config, stages
+from iishpo.layout import (
+    UNEVALUATED,
+    Layout,
+    RunKey,
+    digest,
+    evaluated_runs,
+    evaluation_config,
+    stage_config,
+    stages,
+)
 from iishpo.store import read_trials, write_atomic, write_json_atomic
+
+#: the strategy every other one is compared with, and those compared with it
+BASELINE = "standard"
+COMPARED = ("iis", "narrowing")
+#: what the comparisons compare, in the order of the summary
+COMPARED_METRICS = ("wall_time", "best_val_error", "test_score")
+COMPARISON_FIELDS = [
+    "dataset", "optimizer", "strategy", "baseline", "metric", "n_seeds", "mean_difference",
+    "std", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "beyond_noise", "verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +67,7 @@ class RunResult:
     test_score: float
     test_metric: str
     progress: list[tuple[int, float, float]]  # (evaluation, elapsed, best val error in stage)
+    trials: figures.RunTrials
 
 
 class StaleResults(ValueError):
@@ -48,7 +77,7 @@ class StaleResults(ValueError):
 def stale_files(settings: Settings, layout: Layout) -> list[Path]:
     """The stage and test files whose recorded configuration digest is not the current one's."""
     stale = []
-    for run in runs(settings.study):
+    for run in evaluated_runs(settings.study):
         for plan in stages(settings.study, run):
             path = layout.stage_record(plan.key)
             if read_stage(path).config_digest != digest(stage_config(settings, plan.key)):
@@ -61,20 +90,26 @@ def stale_files(settings: Settings, layout: Layout) -> list[Path]:
 def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
     """One run's numbers from its stage, trial and test files."""
     wall, progress, n_failed, evaluations = 0.0, [], 0, 0
+    stage_trials = []
     for plan in stages(settings.study, run):
         record = read_stage(layout.stage_record(plan.key))
         best = float("inf")
-        for t in read_trials(layout.trials(plan.key)):
+        trials = read_trials(layout.trials(plan.key))
+        stage_trials.append(tuple(trials))
+        for t in trials:
             if t.ok and t.val_error is not None:
                 best = min(best, t.val_error)
             evaluations += 1
             progress.append((evaluations, wall + t.elapsed, best))
         wall += record.wall_time
         n_failed += record.n_failed
+    if best == float("inf"):
+        raise ValueError(f"{layout.trials(plan.key)}: the last stage of {run} has no successful trial")
     test = read_evaluation(layout.test(run))
     return RunResult(
         run.dataset, run.optimizer, run.strategy, run.seed, wall, evaluations, n_failed,
-        test.val_error, test.test_score, test.metric, progress,
+        best, test.test_score, test.metric, progress,
+        figures.RunTrials(run.optimizer, run.strategy, run.seed, tuple(stage_trials)),
     )
 
 
@@ -99,12 +134,54 @@ def aggregate(runs: Iterable[RunResult]) -> list[dict]:
     return rows
 
 
-def time_reduction(rows: list[dict], dataset: str, optimizer: str) -> float | None:
-    """1 - time(IIS) / time(standard), as in the paper's Table 1."""
+def time_reduction(rows: list[dict], dataset: str, optimizer: str, strategy: str = "iis") -> float | None:
+    """1 - time(strategy) / time(standard), as in the paper's Table 1."""
     times = {r["strategy"]: r["wall_time_mean"] for r in rows if r["dataset"] == dataset and r["optimizer"] == optimizer}
-    if "standard" in times and "iis" in times and times["standard"] > 0:
-        return 1.0 - times["iis"] / times["standard"]
+    if BASELINE in times and strategy in times and times[BASELINE] > 0:
+        return 1.0 - times[strategy] / times[BASELINE]
     return None
+
+
+def compared_strategies(strategies: Sequence[str]) -> list[str]:
+    """The strategies of ``strategies`` that are compared with the baseline (none without it)."""
+    return [s for s in COMPARED if s in strategies] if BASELINE in strategies else []
+
+
+def comparisons(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[tuple[str, str, PairedComparison]]:
+    """``(dataset, optimizer, comparison)`` of every compared strategy against the baseline
+    per metric, paired by seed (seeds that lack either run are left out)."""
+    by_key = {(r.dataset, r.optimizer, r.strategy, r.seed): r for r in runs}
+    out = []
+    for dataset, optimizer in dict.fromkeys((r.dataset, r.optimizer) for r in runs):
+        for strategy in compared_strategies(strategies):
+            seeds = sorted(
+                seed for (d, o, s, seed) in by_key
+                if (d, o, s) == (dataset, optimizer, strategy) and (d, o, BASELINE, seed) in by_key
+            )
+            if not seeds:
+                continue
+            for metric in COMPARED_METRICS:
+                pairs = {
+                    seed: (getattr(by_key[(dataset, optimizer, strategy, seed)], metric),
+                           getattr(by_key[(dataset, optimizer, BASELINE, seed)], metric))
+                    for seed in seeds
+                }
+                out.append((dataset, optimizer, compare_paired(metric, strategy, BASELINE, pairs)))
+    return out
+
+
+def comparison_row(dataset: str, optimizer: str, c: PairedComparison) -> dict[str, Any]:
+    return {
+        "dataset": dataset, "optimizer": optimizer, "strategy": c.strategy, "baseline": c.baseline,
+        "metric": c.metric, "n_seeds": len(c.seeds), "mean_difference": c.mean, "std": _blank(c.std),
+        "ci_low": _blank(c.ci_low), "ci_high": _blank(c.ci_high), "p_ttest": _blank(c.p_ttest),
+        "p_wilcoxon": _blank(c.p_wilcoxon), "beyond_noise": _blank(c.beyond_noise), "verdict": c.verdict(),
+    }
+
+
+def _blank(value: Any) -> Any:
+    """CSV cell: empty where a comparison has no value (too few seeds, no Wilcoxon ranks)."""
+    return "" if value is None else value
 
 
 PROGRESS_FIELDS = ["evaluation", "series", "best_val_error"]
@@ -118,12 +195,25 @@ def _write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None
     write_atomic(path, text.getvalue())
 
 
-def markdown(settings: Settings, rows: list[dict]) -> str:
+METRIC_WORDS = {
+    "wall_time": ("wall time (s)", "{:+.1f}"),
+    "best_val_error": ("best validation error", "{:+.4f}"),
+    "test_score": ("test score", "{:+.4f}"),
+}
+
+
+def markdown(settings: Settings, rows: list[dict], compared: Sequence[tuple[str, str, PairedComparison]]) -> str:
     study = settings.study
+    strategies = [s for s in study.strategies if s not in UNEVALUATED]
     lines = [f"# Study `{study.name}`", ""]
+    plans = {
+        "standard": f"all at {study.ladder[-1]} px",
+        "iis": ", ".join(f"{b} at {r} px" for r, b in zip(study.ladder, study.iis_budgets, strict=True)),
+        "narrowing": ", ".join(f"{b} at {study.ladder[-1]} px" for b in study.iis_budgets) + " (IIS's stages and ranges)",
+    }
     lines.append(
-        f"{study.budget} evaluations per run; standard: all at {study.ladder[-1]} px; IIS: "
-        + ", ".join(f"{b} at {r} px" for r, b in zip(study.ladder, study.iis_budgets, strict=True))
+        f"{study.budget} evaluations per run; "
+        + "; ".join(f"{s}: {plans[s]}" for s in strategies)
         + f"; seeds {list(study.seeds)} (mean ± std over seeds)."
     )
     by_key = {(r["dataset"], r["optimizer"], r["strategy"]): r for r in rows}
@@ -132,23 +222,54 @@ def markdown(settings: Settings, rows: list[dict]) -> str:
         rule = "|---|" + "---|" * len(study.optimizers)
         for title, field, fmt in (
             ("Time (seconds, as in Table 1 of the paper)", "wall_time", "{:.1f} ± {:.1f}"),
-            ("Best validation error", "best_val_error", "{:.4f} ± {:.4f}"),
-            (f"Test score ({settings.datasets[dataset]['test_metric']})", "test_score", "{:.4f} ± {:.4f}"),
+            ("Best validation error (last stage)", "best_val_error", "{:.4f} ± {:.4f}"),
+            (f"Test score ({settings.datasets[dataset]['test_metric']}, mean of the retrainings)", "test_score", "{:.4f} ± {:.4f}"),
         ):
             lines += ["", f"## {dataset}: {title}", "", header, rule]
-            for strategy in study.strategies:
+            for strategy in strategies:
                 cells = []
                 for optimizer in study.optimizers:
                     r = by_key.get((dataset, optimizer, strategy))
                     cells.append(fmt.format(r[f"{field}_mean"], r[f"{field}_std"]) if r else "–")
                 lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-            if field == "wall_time" and {"standard", "iis"} <= set(study.strategies):
-                cells = []
-                for optimizer in study.optimizers:
-                    reduction = time_reduction(rows, dataset, optimizer)
-                    cells.append("–" if reduction is None else f"{reduction:.0%}")
-                lines.append("| time reduction | " + " | ".join(cells) + " |")
+            if field == "wall_time":
+                for strategy in compared_strategies(strategies):
+                    cells = []
+                    for optimizer in study.optimizers:
+                        reduction = time_reduction(rows, dataset, optimizer, strategy)
+                        cells.append("–" if reduction is None else f"{reduction:.0%}")
+                    label = "time reduction" if strategy == "iis" else f"time reduction ({strategy})"
+                    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += _comparison_markdown(dataset, [(o, c) for d, o, c in compared if d == dataset])
     return "\n".join(lines) + "\n"
+
+
+def _comparison_markdown(dataset: str, compared: Sequence[tuple[str, PairedComparison]]) -> list[str]:
+    if not compared:
+        return []
+    lines = [
+        "", f"## {dataset}: each strategy against {BASELINE}, paired by seed", "",
+        (f"Differences are strategy minus {BASELINE} of the same seed (negative: less time, lower "
+        "error; positive test score: better). 95% confidence interval from Student's t, paired "
+        "t-test and Wilcoxon signed-rank test at the 5% level."),
+    ]
+    if any(not c.testable for _, c in compared):
+        lines += ["", (f"**Fewer than {MIN_SEEDS} seeds: no interval or test is possible**; the "
+                  "differences below are single observations, not evidence.")]
+    lines += [
+        "", "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for optimizer, c in compared:
+        words, fmt = METRIC_WORDS[c.metric]
+        ci = "–" if c.ci_low is None else f"{fmt.format(c.ci_low)} .. {fmt.format(c.ci_high)}"
+        p_t = "–" if c.p_ttest is None else f"{c.p_ttest:.3g}"
+        p_w = "–" if c.p_wilcoxon is None else f"{c.p_wilcoxon:.3g}"
+        noise = {None: "no test", True: "yes", False: "no"}[c.beyond_noise]
+        lines.append(f"| {optimizer} | {c.strategy} | {words} | {len(c.seeds)} | {fmt.format(c.mean)} | {ci} | {p_t} | {p_w} | {noise} |")
+    lines.append("")
+    lines += [f"- {optimizer}: {c.verdict()}." for optimizer, c in compared]
+    return lines
 
 
 def progress_table(runs: list[RunResult], dataset: str) -> list[dict]:
@@ -171,37 +292,32 @@ def progress_table(runs: list[RunResult], dataset: str) -> list[dict]:
     return rows
 
 
-def plot(runs: list[RunResult], datasets: Iterable[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(datasets)
-    optimizers = sorted({run.optimizer for run in runs})
-    colours = {name: f"C{i}" for i, name in enumerate(optimizers)}
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4 * len(datasets)), squeeze=False)
-    for row, dataset in enumerate(datasets):
+def table1_markdown(settings: Settings, runs: Sequence[RunResult]) -> str:
+    """Table 1 per data set (minutes), with the paper's numbers beside ours in ``paper``."""
+    lines = [f"# Table 1: time per strategy, study `{settings.study.name}`"]
+    for dataset in settings.study.datasets:
+        times: dict[tuple[str, str], list[float]] = {}
         for run in runs:
-            if run.dataset != dataset:
-                continue
-            xs = [p for p in run.progress if p[2] != float("inf")]
-            style = "-" if run.strategy == "iis" else "--"
-            label = f"{run.optimizer} {run.strategy} s{run.seed}"
-            colour = colours[run.optimizer]
-            axes[row][0].plot([p[0] for p in xs], [p[2] for p in xs], style, color=colour, label=label)
-            axes[row][1].plot([p[1] / 60 for p in xs], [p[2] for p in xs], style, color=colour, label=label)
-        axes[row][0].set(
-            title=f"{dataset}: best validation error so far (IIS: within each stage)",
-            xlabel="evaluations", ylabel="validation error",
-        )
-        axes[row][1].set(title=f"{dataset}: best validation error", xlabel="minutes", ylabel="validation error")
-        axes[row][1].legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+            if run.dataset == dataset:
+                times.setdefault((run.optimizer, run.strategy), []).append(run.wall_time)
+        table = figures.table1(times, settings.study.optimizers, with_paper=settings.study.name == "paper")
+        lines += ["", f"## {dataset}", "", table]
+    return "\n".join(lines)
+
+
+def comparison_metrics(compared: Sequence[tuple[str, str, PairedComparison]]) -> dict[str, Any]:
+    """``{dataset: {optimizer: {"<strategy>_vs_standard": {metric: numbers}}}}`` for metrics.json."""
+    out: dict[str, Any] = {}
+    for dataset, optimizer, c in compared:
+        entry = out.setdefault(dataset, {}).setdefault(optimizer, {}).setdefault(f"{c.strategy}_vs_{c.baseline}", {})
+        entry[c.metric] = {
+            "mean_difference": round(c.mean, 6),
+            "ci_low": None if c.ci_low is None else round(c.ci_low, 6),
+            "ci_high": None if c.ci_high is None else round(c.ci_high, 6),
+            "p_ttest": None if c.p_ttest is None else round(c.p_ttest, 6),
+            "n_seeds": len(c.seeds),
+        }
+    return out
 
 
 def summarize(settings: Settings, results: Path) -> list[dict]:
@@ -215,15 +331,24 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
             "one (their config_digest differs): " + ", ".join(str(p) for p in stale)
             + "; run snakemake with the current configuration to redo them"
         )
-    loaded = [load_run(settings, layout, run) for run in runs(study)]
+    loaded = [load_run(settings, layout, run) for run in evaluated_runs(settings.study)]
+    if not loaded:
+        raise ValueError(
+            f"study {study.name!r} has only the strategies {list(study.strategies)}: nothing to "
+            f"summarize (the summary reads the strategies other than {list(UNEVALUATED)})"
+        )
     _write_csv(layout.runs_table, [
-        {k: v for k, v in run.__dict__.items() if k != "progress"} for run in loaded
+        {k: v for k, v in run.__dict__.items() if k not in ("progress", "trials")} for run in loaded
     ])
     rows = aggregate(loaded)
     for row in rows:
-        row["time_reduction"] = time_reduction(rows, row["dataset"], row["optimizer"]) if row["strategy"] == "iis" else ""
+        reduction = time_reduction(rows, row["dataset"], row["optimizer"], row["strategy"])
+        row["time_reduction"] = "" if row["strategy"] not in COMPARED or reduction is None else reduction
     _write_csv(layout.summary_table, rows)
-    write_atomic(layout.summary_markdown, markdown(settings, rows))
+    compared = comparisons(loaded, study.strategies)
+    _write_csv(layout.comparisons, [comparison_row(d, o, c) for d, o, c in compared], COMPARISON_FIELDS)
+    write_atomic(layout.summary_markdown, markdown(settings, rows, compared))
+    write_atomic(layout.table1, table1_markdown(settings, loaded))
     metrics: dict = {}
     for row in rows:
         metrics.setdefault(row["dataset"], {}).setdefault(row["optimizer"], {})[row["strategy"]] = {
@@ -231,8 +356,15 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
             "best_val_error": round(row["best_val_error_mean"], 6),
             "test_score": round(row["test_score_mean"], 6),
         }
+    for dataset, by_optimizer in comparison_metrics(compared).items():
+        for optimizer, entries in by_optimizer.items():
+            metrics[dataset][optimizer].update(entries)
     write_json_atomic(layout.metrics, metrics)
     for dataset in study.datasets:
         _write_csv(layout.progress(dataset), progress_table(loaded, dataset), PROGRESS_FIELDS)
-    plot(loaded, study.datasets, layout.plot)
+        figures.progress_figure(
+            [run.trials for run in loaded if run.dataset == dataset],
+            f"{dataset}, study {study.name}: best validation error so far (within each stage)",
+            layout.progress_figure(dataset),
+        )
     return rows
