@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,42 @@ def test_the_test_protocol_runtime_counts_its_folds(settings: Any, tmp_path: Pat
     assert evaluation_runtime(settings, training, folds) == training_runtime(settings, training, folds, 10)
     single = prepared(tmp_path / "single.npz", 16, 30)
     assert evaluation_runtime(settings, training, single) == training_runtime(settings, training, single, 1)
+
+
+def test_a_rule_sizes_its_job_from_its_input_when_the_input_exists(tmp_path: Path) -> None:
+    """The declaration the training rules use: Snakemake defers an input-dependent
+    resource until the input exists (``<TBD>`` before), then calls it."""
+    (tmp_path / "Snakefile").write_text(f'''
+from iishpo.config import load_settings
+from iishpo.resources import from_config, training_mem_mb, training_runtime
+from omegaconf import OmegaConf
+SETTINGS = load_settings({list(TINY)!r}, config_dir=Path({str(CONF)!r}))
+TRAINING = from_config(OmegaConf.to_container(OmegaConf.load({str(CONF / "resources" / "default.yaml")!r}))).training
+
+rule prepare:
+    output: "data.npz"
+    run:
+        import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_resources import prepared
+        prepared(Path(output[0]), 32, 40)
+
+rule run_stage:
+    input: data="data.npz"
+    output: "sized.txt"
+    resources:
+        mem_mb=lambda wc, input: training_mem_mb(SETTINGS, TRAINING, input.data),
+        runtime=lambda wc, input: training_runtime(SETTINGS, TRAINING, input.data, 4),
+    shell: "echo {{resources.mem_mb}} {{resources.runtime}} > {{output}}"
+''')
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path),
+               "--snakefile", str(tmp_path / "Snakefile"), "sized.txt"]
+    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "mem_mb=<TBD>" in dry.stdout + dry.stderr
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    settings, training = compose(*TINY), from_config(resources_config()).training
+    data = tmp_path / "data.npz"
+    assert (tmp_path / "sized.txt").read_text().split() == [
+        str(training_mem_mb(settings, training, data)), str(training_runtime(settings, training, data, 4)),
+    ]

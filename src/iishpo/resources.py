@@ -12,6 +12,7 @@ job (its rule's input), so the sizes are exact, not guessed per data set.
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ class PreparedData:
         return sum(math.prod(self.images[n]) for n in names if n in self.images) * 4 / 2**20
 
 
-def read_prepared(path: Path) -> PreparedData:
+def read_prepared(path: str | os.PathLike[str]) -> PreparedData:
+    path = Path(path)
     images: dict[str, tuple[int, ...]] = {}
     test_folds = 0
     with zipfile.ZipFile(path) as archive:
@@ -175,7 +177,7 @@ def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_chann
     )
 
 
-def training_mem_mb(settings: Any, training: Training, data: Path) -> int:
+def training_mem_mb(settings: Any, training: Training, data: str | os.PathLike[str]) -> int:
     """``mem_mb`` of a job training on the prepared file ``data`` (its resolution's).
 
     ``settings`` is the validated :class:`iishpo.config.Settings`: its space, its
@@ -195,7 +197,7 @@ def training_mem_mb(settings: Any, training: Training, data: Path) -> int:
     return math.ceil(training.base_mb + training.margin * (data_mb + model_mb))
 
 
-def training_runtime(settings: Any, training: Training, data: Path, trainings: int) -> int:
+def training_runtime(settings: Any, training: Training, data: str | os.PathLike[str], trainings: int) -> int:
     """``runtime`` (minutes) of a job running ``trainings`` trainings on ``data``.
 
     One epoch passes over the train and validation images once; its cost is taken as
@@ -211,6 +213,6 @@ def training_runtime(settings: Any, training: Training, data: Path, trainings: i
     return min(math.ceil(minutes), training.max_runtime)
 
 
-def evaluation_runtime(settings: Any, training: Training, data: Path) -> int:
+def evaluation_runtime(settings: Any, training: Training, data: str | os.PathLike[str]) -> int:
     """``runtime`` of evaluate_test: one training per test fold of ``data`` (or one)."""
     return training_runtime(settings, training, data, read_prepared(data).test_trainings)
