@@ -65,9 +65,11 @@ def test_share_lets_k_jobs_use_one_device_and_no_more(tmp_path: Path) -> None:
     holders = [start_holder(tmp_path, f"job{i}", "3", 2) for i in range(2)]
     try:
         assert [wait_for(report) for _, report in holders] == ["3", "3"]
-        with pytest.raises(TimeoutError, match=r"no free GPU slot among devices \[3\] x share 2"):
-            with claim_device(tmp_path / "locks", [3], 2, poll_s=0.05, timeout_s=0.3):
-                pass
+        with (
+            pytest.raises(TimeoutError, match=r"no free GPU slot among devices \[3\] x share 2"),
+            claim_device(tmp_path / "locks", [3], 2, poll_s=0.05, timeout_s=0.3),
+        ):
+            pass
     finally:
         (tmp_path / "release").touch()
         for process, _ in holders:
@@ -77,9 +79,8 @@ def test_share_lets_k_jobs_use_one_device_and_no_more(tmp_path: Path) -> None:
 def test_a_killed_holders_slot_is_claimed_again(tmp_path: Path) -> None:
     process, report = start_holder(tmp_path, "killed", "0", 1)
     assert wait_for(report) == "0"
-    with pytest.raises(TimeoutError):
-        with claim_device(tmp_path / "locks", [0], 1, timeout_s=0.2):
-            pass
+    with pytest.raises(TimeoutError), claim_device(tmp_path / "locks", [0], 1, timeout_s=0.2):
+        pass
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     with claim_device(tmp_path / "locks", [0], 1, timeout_s=5) as device:
@@ -125,6 +126,5 @@ def test_a_scheduler_assigned_device_is_not_claimed(tmp_path: Path, monkeypatch:
 
 
 def test_bad_devices_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"distinct ids >= 0, got \[0, 0\]"):
-        with claim_device(tmp_path, [0, 0], 1):
-            pass
+    with pytest.raises(ValueError, match=r"distinct ids >= 0, got \[0, 0\]"), claim_device(tmp_path, [0, 0], 1):
+        pass

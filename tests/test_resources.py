@@ -17,10 +17,10 @@ from helpers import CONF, TINY, compose
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.resources import (
     Training,
+    evaluation_runtime,
     from_config,
     largest_training_mb,
     read_prepared,
-    evaluation_runtime,
     training_mem_mb,
     training_runtime,
 )
@@ -48,8 +48,8 @@ def prepared(path: Path, resolution: int, per_split: int, channels: int = 3, fol
     labels = {s: np.arange(per_split) % 5 for s in images}
     pool: dict[str, Any] = {}
     if folds:
-        pool = dict(pool_x=images["train"].repeat(folds, axis=0), pool_y=np.tile(labels["train"], folds),
-                    test_folds=[np.arange(per_split) + i * per_split for i in range(folds)])
+        pool = {"pool_x": images["train"].repeat(folds, axis=0), "pool_y": np.tile(labels["train"], folds),
+                "test_folds": [np.arange(per_split) + i * per_split for i in range(folds)]}
     save_splits(ImageSplits(images, labels, [f"c{i}" for i in range(5)], **pool), path)
     return path
 
@@ -171,10 +171,10 @@ rule run_stage:
 ''')
     command = [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path),
                "--snakefile", str(tmp_path / "Snakefile"), "sized.txt"]
-    dry = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=300)
+    dry = subprocess.run([*command, "--dry-run"], check=False, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "mem_mb=<TBD>" in dry.stdout + dry.stderr
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     settings, training = compose(*TINY), from_config(resources_config()).training
     data = tmp_path / "data.npz"

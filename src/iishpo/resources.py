@@ -17,13 +17,16 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from iishpo.space import CATEGORICAL, build_space
 from iishpo.training import estimate_memory_mb
 from iishpo.typed import build
+
+if TYPE_CHECKING:  # iishpo.config validates the resources group with from_config
+    from iishpo.config import Settings
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_chann
     )
 
 
-def training_mem_mb(settings: Any, training: Training, data: str | os.PathLike[str]) -> int:
+def training_mem_mb(settings: Settings, training: Training, data: str | os.PathLike[str]) -> int:
     """``mem_mb`` of a job training on the prepared file ``data`` (its resolution's).
 
     ``settings`` is the validated :class:`iishpo.config.Settings`: its space, its
@@ -197,7 +200,7 @@ def training_mem_mb(settings: Any, training: Training, data: str | os.PathLike[s
     return math.ceil(training.base_mb + training.margin * (data_mb + model_mb))
 
 
-def training_runtime(settings: Any, training: Training, data: str | os.PathLike[str], trainings: int) -> int:
+def training_runtime(settings: Settings, training: Training, data: str | os.PathLike[str], trainings: int) -> int:
     """``runtime`` (minutes) of a job running ``trainings`` trainings on ``data``.
 
     One epoch passes over the train and validation images once; its cost is taken as
@@ -213,6 +216,6 @@ def training_runtime(settings: Any, training: Training, data: str | os.PathLike[
     return min(math.ceil(minutes), training.max_runtime)
 
 
-def evaluation_runtime(settings: Any, training: Training, data: str | os.PathLike[str]) -> int:
+def evaluation_runtime(settings: Settings, training: Training, data: str | os.PathLike[str]) -> int:
     """``runtime`` of evaluate_test: one training per test fold of ``data`` (or one)."""
     return training_runtime(settings, training, data, read_prepared(data).test_trainings)
