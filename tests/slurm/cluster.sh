@@ -48,8 +48,8 @@ SlurmctldPidFile=$dir/slurmctld.pid
 SlurmdPidFile=$dir/slurmd.pid
 SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
-# No cgroups in a container: track processes by parent id, no task binding.
-ProctrackType=proctrack/linuxproc
+# No cgroups in a container: track processes by process group, no task binding.
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 MpiDefault=none
 # Memory is a consumable resource; a job over its --mem is killed (polled every 2 s).
