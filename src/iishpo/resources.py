@@ -22,7 +22,6 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from iishpo.space import CATEGORICAL, build_space
-from iishpo.training import estimate_memory_mb
 from iishpo.typed import build
 
 if TYPE_CHECKING:  # iishpo.config validates the resources group with from_config
@@ -161,6 +160,10 @@ def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_chann
     those sit at their maximum; fewer conv layers leave a larger feature map for the
     first fully connected layer, so every layer count is tried.
     """
+    # Imported here: iishpo.training imports iishpo.config, which validates the
+    # resources group with this module.
+    from iishpo.training import estimate_memory_mb
+
     space = build_space(space_spec, resolution)
 
     def top(name: str) -> Any:
