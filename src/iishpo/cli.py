@@ -11,10 +11,12 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from iishpo.config import ConfigError, load_settings
+from iishpo.config import ConfigError, Settings, load_settings
 from iishpo.runtime import configure_training
 
 log = logging.getLogger("iishpo")
@@ -76,6 +78,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def gpu_slot(settings: Settings) -> Iterator[None]:
+    """Hold a GPU of this machine that no other training job holds (``iishpo.gpus``), unless
+    the trainer is forced onto the CPU; without a GPU the job trains on the CPU."""
+    if settings.trainer.accelerator == "cpu":
+        yield
+        return
+    from iishpo.gpus import gpu_for_job
+
+    gpus = settings.resources.gpus
+    with gpu_for_job(Path(gpus.lock_dir), gpus.devices, gpus.share):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -112,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         from iishpo.stage import StageKey, run_stage
 
         key = StageKey(args.dataset, args.optimizer, args.strategy, args.seed, args.stage)
-        run_stage(settings, key, args.data, args.ranges, args.out_dir)
+        with gpu_slot(settings):
+            run_stage(settings, key, args.data, args.ranges, args.out_dir)
     elif args.command == "extract-ranges":
         from iishpo.artifacts import RangesRecord, write_record
         from iishpo.layout import digest, ranges_config
@@ -128,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "evaluate-test":
         from iishpo.evaluation import evaluate_test
 
-        evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
+        with gpu_slot(settings):
+            evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
     elif args.command == "summarize":
         from iishpo.layout import Layout
         from iishpo.summary import StaleResults, summarize

@@ -24,6 +24,8 @@ from omegaconf.errors import OmegaConfBaseException
 from iishpo.data import sources
 from iishpo.data.paths import resolve_paths
 from iishpo.optimizers import REGISTRY, build_settings
+from iishpo.resources import Resources
+from iishpo.resources import from_config as resources_from_config
 from iishpo.space import parse_space
 from iishpo.typed import SettingsError, build
 
@@ -128,6 +130,7 @@ class Settings:
     study: Study
     trainer: Trainer
     evaluation: Evaluation
+    resources: Resources
     space: dict[str, Any]
     optimizers: dict[str, Any]
     datasets: dict[str, dict[str, Any]]
@@ -272,7 +275,7 @@ def _optimizers(raw: Any) -> dict[str, Any]:
 
 
 def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
-    expected = {"study", "space", "trainer", "optimizers", "datasets", "paths", "evaluation"}
+    expected = {"study", "space", "trainer", "optimizers", "datasets", "paths", "evaluation", "resources"}
     unknown = sorted(set(cfg) - expected)
     if unknown:
         raise ConfigError(f"unknown top-level keys {unknown}; allowed: {sorted(expected)}")
@@ -280,6 +283,10 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
     trainer = _trainer(cfg["trainer"])
     optimizers = _optimizers(cfg["optimizers"])
     evaluation = _build(Evaluation, cfg["evaluation"], "evaluation")
+    try:
+        resources = resources_from_config(cfg["resources"])
+    except SettingsError as err:
+        raise ConfigError(str(err)) from err
     if evaluation.repeats < 1:
         raise ConfigError(f"evaluation.repeats must be >= 1, got {evaluation.repeats}")
     for name in study.datasets:
@@ -314,6 +321,7 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
         study=study,
         trainer=trainer,
         evaluation=evaluation,
+        resources=resources,
         space=cfg["space"],
         optimizers=optimizers,
         datasets=cfg["datasets"],

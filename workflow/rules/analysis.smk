@@ -37,6 +37,10 @@ rule analyze_importance:
         overrides=OVERRIDE_ARGS,
     log:
         str(LAYOUT.importance_dir("{dataset}") / "analyze_importance.log"),
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} analyze-importance --dataset {wildcards.dataset} --results {params.results} "
         "{params.overrides} 2> {log}"
@@ -51,5 +55,9 @@ rule record_configuration:
         overrides=OVERRIDE_ARGS,
     log:
         str(LAYOUT.root / "record_configuration.log"),
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} record-configuration --output {output.configuration} {params.overrides} 2> {log}"

@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from iishpo.config import STAGED, ConfigError, load_settings, overrides_from_mapping
+from iishpo.resources import evaluation_runtime, training_mem_mb, training_runtime
 from iishpo.layout import (
     Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config, runs,
     stage_config, stages, summary_config,
@@ -93,3 +94,21 @@ def next_resolution(wildcards):
 
 def last_stage_trials(wildcards):
     return str(LAYOUT.trials(stages(STUDY, run_key(wildcards))[-1].key))
+
+
+# What each job asks of the machine or cluster (conf/resources; src/iishpo/resources.py).
+# Light jobs get fixed values; training jobs are sized from the prepared data they read.
+LIGHT = SETTINGS.resources.light
+TRAINING = SETTINGS.resources.training
+
+
+def training_memory(wildcards, input):
+    return training_mem_mb(SETTINGS, TRAINING, input.data)
+
+
+def stage_runtime(wildcards, input):
+    return training_runtime(SETTINGS, TRAINING, input.data, stage_plan(stage_key(wildcards)).budget)
+
+
+def test_runtime(wildcards, input):
+    return evaluation_runtime(SETTINGS, TRAINING, input.data)

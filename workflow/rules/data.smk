@@ -12,6 +12,10 @@ rule fetch_dataset:
         overrides=OVERRIDE_ARGS,
     log:
         f"{RAW}/{{dataset}}/fetch.log",
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} fetch --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
         "{params.overrides} 2> {log} && echo {params.config} > {output.marker}"
@@ -30,6 +34,10 @@ rule prepare_dataset:
         overrides=OVERRIDE_ARGS,
     log:
         f"{PREPARED}/{{dataset}}/{{color}}/prepare.log",
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} prepare --dataset {wildcards.dataset} --raw-dir {params.raw_dir} "
         "{params.targets} {params.overrides} 2> {log}"

@@ -17,6 +17,10 @@ rule evaluate_test:
     log:
         f"{RUN}/evaluate_test.log",
     threads: SETTINGS.trainer.threads
+    resources:
+        mem_mb=training_memory,
+        runtime=test_runtime,
+        gpu=TRAINING.gpus,
     shell:
         "{params.iishpo} evaluate-test --dataset {wildcards.dataset} --seed {wildcards.seed} "
         "--trials {input.trials} --data {input.data} --output {output.test} {params.overrides} 2> {log}"
@@ -45,6 +49,10 @@ rule summarize:
         overrides=OVERRIDE_ARGS,
     log:
         str(LAYOUT.root / "summarize.log"),
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} summarize --results {params.results} {params.overrides} > {log} 2>&1 "
         "&& cat {output.markdown}"

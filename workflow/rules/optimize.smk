@@ -18,8 +18,9 @@ rule run_stage:
         f"{STAGE}/run_stage.log",
     threads: SETTINGS.trainer.threads
     resources:
-        runtime=60 * 24,
-        mem_mb=4000,
+        mem_mb=training_memory,
+        runtime=stage_runtime,
+        gpu=TRAINING.gpus,
     shell:
         "{params.iishpo} run-stage --dataset {wildcards.dataset} --optimizer {wildcards.optimizer} "
         "--strategy {wildcards.strategy} --seed {wildcards.seed} --stage {wildcards.stage} "
@@ -38,6 +39,10 @@ rule extract_ranges:
         overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/extract_ranges.log",
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
     shell:
         "{params.iishpo} extract-ranges --trials {input.trials} --resolution {params.resolution} "
         "--output {output.ranges} {params.overrides} 2> {log}"

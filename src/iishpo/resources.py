@@ -1,0 +1,226 @@
+"""What each Snakemake job asks of the machine or the cluster, from ``conf/resources``.
+
+Light rules get fixed values. A training job (one stage of an optimizer, or the test
+evaluation) is sized from what it will hold: the prepared images of its resolution (as
+uint8 and as float32 tensors) and the training memory of the largest configuration the
+search space allows at that resolution (:func:`iishpo.training.estimate_memory_mb`),
+capped by ``trainer.memory_limit_mb`` because a configuration above that limit fails as
+a trial instead of growing the process. The data file exists when Snakemake sizes the
+job (its rule's input), so the sizes are exact, not guessed per data set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+from iishpo.space import CATEGORICAL, build_space
+from iishpo.typed import build
+
+if TYPE_CHECKING:  # iishpo.config validates the resources group with from_config
+    from iishpo.config import Settings
+
+
+@dataclass(frozen=True)
+class Light:
+    """Fixed request of the data, range-extraction and summary rules."""
+
+    threads: int
+    mem_mb: int
+    runtime: int
+
+    def __post_init__(self) -> None:
+        if min(self.threads, self.mem_mb, self.runtime) < 1:
+            raise ValueError(f"threads, mem_mb and runtime must be >= 1, got {self}")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How run_stage and evaluate_test are sized (see conf/resources/default.yaml)."""
+
+    base_mb: int
+    margin: float
+    startup_minutes: int
+    minutes_per_epoch_gb: float
+    max_runtime: int
+    gpus: int
+
+    def __post_init__(self) -> None:
+        if self.base_mb < 0 or self.startup_minutes < 1 or self.minutes_per_epoch_gb < 0:
+            raise ValueError(
+                f"base_mb and minutes_per_epoch_gb must be >= 0 and startup_minutes >= 1, got {self}"
+            )
+        if self.margin < 1:
+            raise ValueError(f"margin must be >= 1 (a factor on the estimate), got {self.margin}")
+        if self.max_runtime < self.startup_minutes:
+            raise ValueError(
+                f"max_runtime={self.max_runtime} must be >= startup_minutes={self.startup_minutes}"
+            )
+        if self.gpus not in (0, 1):
+            raise ValueError(f"gpus must be 0 (CPU) or 1 (a job trains on one device), got {self.gpus}")
+
+
+@dataclass(frozen=True)
+class Gpus:
+    """How training jobs on one machine divide its GPUs (see :mod:`iishpo.gpus`)."""
+
+    share: int
+    lock_dir: str
+    devices: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.share < 1:
+            raise ValueError(f"share must be >= 1 (jobs per GPU), got {self.share}")
+        if not self.lock_dir:
+            raise ValueError("lock_dir must be a directory path, got an empty string")
+        if self.devices is not None and (
+            min(self.devices, default=0) < 0 or len(set(self.devices)) != len(self.devices)
+        ):
+            raise ValueError(f"devices must be distinct ids >= 0 or null, got {list(self.devices)}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    light: Light
+    training: Training
+    gpus: Gpus
+
+
+def from_config(raw: Any) -> Resources:
+    """The ``resources`` mapping of the composed configuration, checked key by key.
+
+    Raises :class:`iishpo.typed.SettingsError` (a ``ValueError``) naming the key.
+    """
+    return build(Resources, raw, "resources")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Shapes of one prepared ``.npz``, read from its headers without loading images."""
+
+    images: dict[str, tuple[int, ...]]  # array name -> shape of every image array
+    n_classes: int
+    file_mb: float
+    #: trainings of the test protocol: one per fold (STL-10), else one
+    test_folds: int
+
+    @property
+    def test_trainings(self) -> int:
+        return max(self.test_folds, 1)
+
+    def float_mb(self, names: tuple[str, ...]) -> float:
+        """MB of the named image arrays as float32."""
+        return sum(math.prod(self.images[n]) for n in names if n in self.images) * 4 / 2**20
+
+
+def read_prepared(path: str | os.PathLike[str]) -> PreparedData:
+    path = Path(path)
+    images: dict[str, tuple[int, ...]] = {}
+    test_folds = 0
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            name = member.removesuffix(".npy")
+            if name == "test_folds":
+                with archive.open(member) as fh:
+                    test_folds = _npy_shape(fh, f"{path}:{member}")[0]
+            if not (name.startswith("x_") or name == "pool_x"):
+                continue
+            with archive.open(member) as fh:
+                images[name] = _npy_shape(fh, f"{path}:{member}")
+    with np.load(path, allow_pickle=False) as data:
+        n_classes = len(data["class_names"])
+    return PreparedData(
+        images=images, n_classes=n_classes, file_mb=path.stat().st_size / 2**20, test_folds=test_folds
+    )
+
+
+def _npy_shape(fh: IO[bytes], where: str) -> tuple[int, ...]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"{where}: .npy format version {version} not supported; expected 1.0 or 2.0")
+    return tuple(int(n) for n in shape)
+
+
+def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_channels: int,
+                        n_classes: int, n_train: int, n_eval: int, eval_batch_size: int) -> float:
+    """The most training memory (MB) of any configuration of the space at ``resolution``.
+
+    The estimate grows with every layer width, the filter size and the batch size, so
+    those sit at their maximum; fewer conv layers leave a larger feature map for the
+    first fully connected layer, so every layer count is tried.
+    """
+    # Imported here: iishpo.training imports iishpo.config, which validates the
+    # resources group with this module.
+    from iishpo.training import estimate_memory_mb
+
+    space = build_space(space_spec, resolution)
+
+    def top(name: str) -> Any:
+        param = space[name]
+        return max(param.choices) if param.kind == CATEGORICAL else param.high  # type: ignore[arg-type]
+
+    widest = {p.name: top(p.name) for p in space.params}
+    low_conv, low_fc = int(space["n_conv"].low), int(space["n_fc"].low)  # type: ignore[arg-type]
+    return max(
+        estimate_memory_mb(
+            {**widest, "n_conv": n_conv, "n_fc": n_fc}, in_channels, resolution, n_classes,
+            train_batch=min(int(widest["batch_size"]), n_train),
+            eval_batch=min(eval_batch_size, n_eval),
+        )
+        for n_conv in range(low_conv, space.max_conv + 1)
+        for n_fc in range(low_fc, space.max_fc + 1)
+    )
+
+
+def training_mem_mb(settings: Settings, training: Training, data: str | os.PathLike[str]) -> int:
+    """``mem_mb`` of a job training on the prepared file ``data`` (its resolution's).
+
+    ``settings`` is the validated :class:`iishpo.config.Settings`: its space, its
+    ``trainer.eval_batch_size`` and ``trainer.memory_limit_mb`` enter the estimate.
+    """
+    prepared = read_prepared(data)
+    n, resolution, _, channels = prepared.images["x_train"]
+    n_eval = max(shape[0] for name, shape in prepared.images.items() if name != "x_train")
+    model_mb = largest_training_mb(
+        settings.space, resolution, channels, prepared.n_classes, n, n_eval,
+        settings.trainer.eval_batch_size,
+    )
+    limit = settings.trainer.memory_limit_mb
+    if limit is not None:
+        model_mb = min(model_mb, limit)
+    data_mb = prepared.file_mb + prepared.float_mb(tuple(prepared.images))
+    return math.ceil(training.base_mb + training.margin * (data_mb + model_mb))
+
+
+def training_runtime(settings: Settings, training: Training, data: str | os.PathLike[str], trainings: int) -> int:
+    """``runtime`` (minutes) of a job running ``trainings`` trainings on ``data``.
+
+    One epoch passes over the train and validation images once; its cost is taken as
+    proportional to their float32 size (pixels x channels), which is what makes the
+    runtime grow with the data set and the resolution.
+    """
+    if trainings < 1:
+        raise ValueError(f"a training job runs >= 1 training, got trainings={trainings}")
+    epoch_gb = read_prepared(data).float_mb(("x_train", "x_val")) / 1024
+    minutes = training.startup_minutes + (
+        trainings * settings.trainer.max_epochs * epoch_gb * training.minutes_per_epoch_gb
+    )
+    return min(math.ceil(minutes), training.max_runtime)
+
+
+def evaluation_runtime(settings: Settings, training: Training, data: str | os.PathLike[str]) -> int:
+    """``runtime`` of evaluate_test: one training per test fold of ``data``, or
+    ``evaluation.repeats`` trainings on a single split."""
+    folds = read_prepared(data).test_folds
+    return training_runtime(settings, training, data, folds or settings.evaluation.repeats)

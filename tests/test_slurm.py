@@ -1,0 +1,144 @@
+"""The study on a real one-node SLURM cluster, through profiles/slurm.
+
+Needs root (the packages are installed with apt-get when missing, and the daemons run as
+root) and ports 6817/6818. Slow: about 15 minutes on two cores. Run it on its own:
+``python -m pytest -m slurm tests/test_slurm.py``; a plain ``pytest`` skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import REPO
+from iishpo.stage import JOURNAL
+from iishpo.store import read_trials
+from test_workflow import snakemake
+
+pytestmark = pytest.mark.slurm
+
+CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+#: Submit through the slurm profile; short status intervals keep the test quick.
+SLURM = (
+    "--profile", str(REPO / "profiles" / "slurm"), "--jobs", "4",
+    "--seconds-between-status-checks", "5", "--slurm-init-seconds-before-status-checks", "5",
+)
+#: One long stage: the random optimizer, standard strategy, a budget of TINY trainings
+#: that takes 2 minutes on an idle machine (more when loaded), so that SLURM's shortest
+#: time limit (1 minute, checked about every 30 s) stops it part-way.
+LONG_STAGE = ("study.name=long", "study.optimizers=[random]", "study.strategies=[standard]",
+              "study.budget=250")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _only_when_selected(request: pytest.FixtureRequest) -> None:
+    """Installing packages and starting daemons as root is never a side effect of a plain
+    ``pytest``: these tests run only when ``-m`` names the marker."""
+    if "slurm" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("starts a SLURM cluster as root: run with `-m slurm`")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Munge, slurmctld and slurmd for this module; stopped by pid at the end."""
+    subprocess.run([str(CLUSTER), "install"], check=True, timeout=900)
+    state = tmp_path_factory.mktemp("slurm")
+    subprocess.run([str(CLUSTER), "start", str(state)], check=True, timeout=120)
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(state / "slurm.conf")
+    daemons = dict(line.split() for line in (state / "pids").read_text().splitlines())
+    assert set(daemons) == {"munged", "slurmctld", "slurmd"}
+    try:
+        yield state
+    finally:
+        if previous is None:
+            del os.environ["SLURM_CONF"]
+        else:
+            os.environ["SLURM_CONF"] = previous
+        subprocess.run([str(CLUSTER), "stop", str(state)], check=True, timeout=120)
+    running = {name: pid for name, pid in daemons.items() if Path(f"/proc/{pid}").exists()}
+    assert not running, f"daemons left running: {running}"
+
+
+def trials_of(workdir: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every stage's trials: configuration, outcome and validation error, in order."""
+    return {
+        path.relative_to(workdir).as_posix(): [
+            (t.number, t.config, t.status, t.val_error, t.error) for t in read_trials(path)
+        ]
+        for path in sorted((workdir / "results").rglob("trials.jsonl"))
+    }
+
+
+def test_smoke_study_on_slurm_equals_a_local_run(cluster: Path, tmp_path: Path) -> None:
+    local, on_slurm = tmp_path / "local", tmp_path / "slurm"
+    snakemake(local)
+    result = snakemake(on_slurm, flags=SLURM)
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", result.stdout + result.stderr)
+    assert len(submitted) >= 26, "every job of the smoke DAG should have gone through sbatch"
+    expected = trials_of(local)
+    assert len(expected) == 20  # 4 optimizers x (1 standard + 2 iis + 2 narrowing stages)
+    assert trials_of(on_slurm) == expected
+    assert (on_slurm / "results" / "smoke" / "summary.md").is_file()
+
+
+def slurm_log_of(output: str, rule: str) -> str:
+    """The SLURM log of the failed job of ``rule`` that Snakemake names in ``output``."""
+    found = re.search(rf"log: \S+, (\S+slurm_logs/rule_{rule}/\S+\.log)", output)
+    assert found, output[-3000:]
+    return Path(found.group(1)).read_text()
+
+
+def test_a_stage_killed_for_memory_or_wall_time_resumes_from_its_journal(
+    cluster: Path, tmp_path: Path,
+) -> None:
+    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+    snakemake(uninterrupted, *LONG_STAGE)
+    stage = killed / "results/long/synthetic/random/standard/seed0/stage0"
+
+    # Memory: 100 MB is less than importing torch needs. Without cgroups (this test
+    # cluster) SLURM's state is FAILED; with cgroups it is OUT_OF_MEMORY.
+    oom = snakemake(killed, *LONG_STAGE, check=False,
+                    flags=(*SLURM, "--set-resources", "run_stage:mem_mb=100"))
+    output = oom.stdout + oom.stderr
+    assert oom.returncode != 0
+    assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
+                     r"is: '(FAILED|OUT_OF_MEMORY)'", output), output[-3000:]
+    assert "Exceeded job memory limit" in slurm_log_of(output, "run_stage")
+
+    # Wall time: SLURM's shortest limit, 1 minute, stops the stage part-way.
+    timeout = snakemake(killed, *LONG_STAGE, check=False,
+                        flags=(*SLURM, "--set-resources", "run_stage:runtime=1"))
+    output = timeout.stdout + timeout.stderr
+    assert timeout.returncode != 0, "the stage finished within 1 minute: raise LONG_STAGE's budget"
+    assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
+                     r"is: 'TIMEOUT'", output), output[-3000:]
+    assert "DUE TO TIME LIMIT" in slurm_log_of(output, "run_stage")
+    journal = read_trials(stage / JOURNAL)
+    assert 0 < len(journal) < 250
+    assert not (stage / "trials.jsonl").exists()
+
+    snakemake(killed, *LONG_STAGE, flags=SLURM)
+    log = (stage / "run_stage.log").read_text()
+    assert f"resuming after {len(journal)} finished evaluations" in log
+    assert trials_of(killed) == trials_of(uninterrupted)
+
+
+def test_a_resource_the_cluster_lacks_fails_at_submission_naming_the_rule(
+    cluster: Path, tmp_path: Path,
+) -> None:
+    result = snakemake(tmp_path, check=False, flags=(*SLURM, "--set-resources", "fetch_dataset:gpu=1"))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(
+        r"Error in rule fetch_dataset:\s+message: SLURM sbatch failed\. The error message was "
+        r"'sbatch: error: Invalid generic resource \(gres\) specification'", output
+    ), output[-3000:]
+    assert "--gpus=1" in output, "the failing sbatch call is shown, with the resource it asked for"
+    assert not (tmp_path / "results").exists()
