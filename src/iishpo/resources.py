@@ -3,7 +3,7 @@
 Light rules get fixed values. A training job (one stage of an optimizer, or the test
 evaluation) is sized from what it will hold: the prepared images of its resolution (as
 uint8 and as float32 tensors) and the training memory of the largest configuration the
-search space allows at that resolution (:func:`iishpo.training.estimate_memory_mb`),
+search space allows at that resolution (:func:`iishpo.model.estimate_memory_mb`),
 capped by ``trainer.memory_limit_mb`` because a configuration above that limit fails as
 a trial instead of growing the process. The data file exists when Snakemake sizes the
 job (its rule's input), so the sizes are exact, not guessed per data set.
