@@ -25,7 +25,7 @@ from iishpo.resources import (
     training_runtime,
 )
 from iishpo.space import build_space
-from iishpo.training import estimate_memory_mb
+from iishpo.model import estimate_memory_mb
 from iishpo.typed import SettingsError
 
 
