@@ -11,6 +11,10 @@ import logging
 import os
 import warnings
 
+#: the commands that train models: configured for it before the first training, and run
+#: by the warm worker when there is one (:mod:`iishpo.worker`)
+TRAINING_COMMANDS = ("run-stage", "evaluate-test")
+
 #: PyTorch's CPU convolutions (oneDNN) keep compiled kernels per input shape in two LRU
 #: caches of 1024 entries each (oneDNN's primitive cache and ideep's). Hundreds of
 #: differently shaped configurations fill them: a stage grew by ~0.3 MB per evaluation,
