@@ -42,6 +42,7 @@ def plain_loop(data: TrainingData, epochs: int, seed: int) -> float:
     torch.manual_seed(seed)
     start = time.perf_counter()
     net = build_cnn(CONFIG, data.in_channels, data.resolution, data.n_classes).to(data.device)
+    net = net.to(memory_format=torch.channels_last)  # as iishpo.training.train
     weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
     optimizer = torch.optim.SGD(net.parameters(), lr=CONFIG["learning_rate"], momentum=0.9)
     train_batches = Batches(data.tensors["train"], CONFIG["batch_size"], shuffle=True, seed=seed)
