@@ -18,12 +18,12 @@ import statistics
 import time
 
 import torch
+from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
 from iishpo.classifier import Classifier
 from iishpo.model import build_cnn
 from iishpo.runtime import configure_training
 from iishpo.training import evaluate_trial
-from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
 
 class EpochClock:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -78,7 +78,7 @@ def time_proposals(name: str, space: SearchSpace, size: int, asks: int) -> tuple
     """Mean and maximum milliseconds per proposal (ask and tell) after ``size`` trials."""
     raw = yaml.safe_load((CONF / "optimizer" / f"{name}.yaml").read_text()) or {}
     optimizer = create_optimizer(name, space, budget=size + asks, seed=0, settings=build_settings(name, raw))
-    rng = __import__("random").Random(size)
+    rng = random.Random(size)
     history = [(c, objective(c)) for c in (space.sample(rng) for _ in range(size))]
     inject(optimizer, history)
     times = []

@@ -19,12 +19,12 @@ import time
 
 import torch
 from torch import nn
+from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
 from iishpo.batches import TrainingData
 from iishpo.model import build_cnn
 from iishpo.runtime import configure_training
 from iishpo.training import train
-from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
 MATMUL_SIZE = 1024
 

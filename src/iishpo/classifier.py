@@ -54,6 +54,7 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         optimizer = self.optimizers()
+        assert not isinstance(optimizer, list), "configure_optimizers returns one optimizer"
         loss = self.loss(batch)
         optimizer.zero_grad()
         self.manual_backward(loss)

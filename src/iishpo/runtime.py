@@ -65,4 +65,4 @@ def _look_up_entry_points_once() -> None:
     from lightning.fabric.utilities import registry
 
     if not hasattr(registry.entry_points, "cache_info"):
-        registry.entry_points = functools.cache(importlib.metadata.entry_points)
+        registry.entry_points = functools.cache(importlib.metadata.entry_points)  # type: ignore[assignment]

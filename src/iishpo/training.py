@@ -70,7 +70,7 @@ def train(
     L.seed_everything(seed, workers=True, verbose=False)
     # channels-last convolutions and pooling: 17-28% faster per evaluation on a CPU (8-64
     # px, benchmarks/throughput.py); the same arithmetic, summed in another order
-    net = build_cnn(config, data.in_channels, data.resolution, data.n_classes).to(memory_format=torch.channels_last)
+    net = build_cnn(config, data.in_channels, data.resolution, data.n_classes).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     module = Classifier(
         net, float(config["learning_rate"]), settings.momentum, float(config["l1"]), float(config["l2"]),
         patience=settings.patience,

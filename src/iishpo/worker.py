@@ -110,11 +110,11 @@ def run_via_worker(argv: list[str]) -> int | None:
 
 def preload() -> None:
     """Import everything a training job needs, and let Hydra find its plugins once."""
-    import iishpo.cli  # noqa: F401  (Hydra, OmegaConf, the configuration)
-    import iishpo.evaluation  # noqa: F401
-    import iishpo.optimizers.genetic  # noqa: F401
-    import iishpo.optimizers.hyperopt_search  # noqa: F401
-    import iishpo.optimizers.smac_search  # noqa: F401
+    import iishpo.cli
+    import iishpo.evaluation
+    import iishpo.optimizers.genetic
+    import iishpo.optimizers.hyperopt_search
+    import iishpo.optimizers.smac_search
     import iishpo.stage  # noqa: F401  (torch, Lightning)
     from iishpo.config import load_settings
 
@@ -147,7 +147,7 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
                 code = 1
                 try:
                     code = _session(conn)
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - a forked session must never return to this loop
                     traceback.print_exc()
                 finally:
                     os._exit(code)
@@ -188,7 +188,7 @@ def _session(conn: socket.socket) -> int:
     pidfd = os.pidfd_open(pid)
     pending = b""
     while True:
-        ready = select.select([conn, pidfd], [], [])[0]
+        ready = select.select([conn.fileno(), pidfd], [], [])[0]
         if pidfd in ready:
             break
         data = conn.recv(64)
@@ -252,7 +252,7 @@ def _run_command(request: dict, fds: list[int]) -> None:
         code = main(request["argv"])
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the child must end in os._exit, whatever the command raised
         traceback.print_exc()
     finally:
         sys.stdout.flush()
