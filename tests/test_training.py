@@ -55,8 +55,8 @@ def test_penalties_add_l1_and_l2_of_the_weights_not_the_biases(l1: float, l2: fl
         for layer in layers:
             layer.bias.fill_(3.0)
     x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
-    plain = Classifier(net, 0.1, 0.9, 0.0, 0.0).training_step((x, y), 0)
-    penalised = Classifier(net, 0.1, 0.9, l1, l2).training_step((x, y), 0)
+    plain = Classifier(net, 0.1, 0.9, 0.0, 0.0, patience=1).loss((x, y))
+    penalised = Classifier(net, 0.1, 0.9, l1, l2, patience=1).loss((x, y))
     by_hand = sum(
         l1 * float(np.abs(w).sum()) + l2 * float((w.astype(np.float64) ** 2).sum())
         for w in (layer.weight.detach().numpy() for layer in layers)
@@ -139,7 +139,7 @@ def test_metrics_on_an_imbalanced_test_set(metric: str, by_hand: float) -> None:
     predicted = np.array([0, 0, 0, 0, 0, 0, 1, 0, 2, 1])
     images = predicted.astype(np.uint8).reshape(-1, 1, 1, 1)
     split = TensorSplit(images, truth, CPU, mean=0.0, std=1 / 255)  # normalised pixel = prediction
-    module = Classifier(PixelIsPrediction(4), 0.1, 0.9, 0.0, 0.0)
+    module = Classifier(PixelIsPrediction(4), 0.1, 0.9, 0.0, 0.0, patience=1)
     assert evaluate(module, split, batch_size=4, metric=metric, n_classes=4) == pytest.approx(by_hand)
 
 

@@ -14,11 +14,13 @@ from iishpo.data.splits import ImageSplits
 
 
 class TensorSplit:
-    """Images of one split as a float tensor on the training device, normalised once."""
+    """Images of one split as a float tensor on the training device, normalised once, in
+    the channels-last memory format that the models use (see :func:`iishpo.training.train`)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, device: torch.device, mean: float, std: float):
         images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-        self.x = ((images.float() / 255.0 - mean) / std).to(device)
+        normalised = ((images.float() / 255.0 - mean) / std).to(device)
+        self.x = normalised.contiguous(memory_format=torch.channels_last)
         self.y = torch.from_numpy(y.astype(np.int64)).to(device)
 
     def __len__(self) -> int:

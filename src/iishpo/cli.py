@@ -17,12 +17,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from iishpo.config import ConfigError, Settings, load_settings
-from iishpo.runtime import configure_training
+from iishpo.runtime import TRAINING_COMMANDS, configure_training
 
 log = logging.getLogger("iishpo")
-
-#: the commands that train models, in a process configured for it before the first training
-TRAINING_COMMANDS = ("run-stage", "evaluate-test")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,280 @@
+"""A warm worker: one process per machine that has imported torch, Lightning, Hydra and
+the optimizers once, and forks a child for each training job.
+
+Importing them takes 8-9 s on a loaded 2-core machine (``import lightning`` alone pulls
+in torchmetrics, scipy.signal and torch._dynamo through Lightning's version checks and
+cannot be made lazy from outside Lightning); a forked child starts with all of it in
+memory, so a job pays milliseconds instead.
+
+Protocol (a unix stream socket): the client sends its argv, working directory and
+environment, with its stdin, stdout and stderr as file descriptors (``SCM_RIGHTS``). The
+worker forks a *session* process, which forks the *command* process: that one takes over
+the descriptors, directory and environment and runs :func:`iishpo.cli.main`. The session
+answers ``started <pid>``, passes on each signal number the client forwards, and answers
+``exit <code>`` when the command ends. When the client's connection drops (the client was
+SIGKILLed) the session kills the command at once: a stage journal must never get a second
+writer from a rerun of its job. The command also dies with its session
+(``PR_SET_PDEATHSIG``).
+
+The client (:func:`run_via_worker`) imports only the standard library. With no worker
+reachable (``IISHPO_WORKER`` unset, no socket, a socket of another machine on a shared
+file system) the command runs in-process, as it always did.
+
+    python -m iishpo.worker --socket .snakemake/iishpo-worker.sock [--parent-pid PID]
+
+serves until SIGTERM/SIGINT, or until the process ``--parent-pid`` (Snakemake) is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import traceback
+from pathlib import Path
+
+from iishpo.runtime import TRAINING_COMMANDS
+
+#: names the worker's socket; set by the workflow for its jobs
+SOCKET_VARIABLE = "IISHPO_WORKER"
+#: the length of the request that follows the header (which carries the descriptors)
+_HEADER = struct.Struct("!I")
+#: descriptors handed to the worker: stdin, stdout, stderr
+_STDIO = (0, 1, 2)
+#: seconds between checks that the parent process is still there
+_PARENT_POLL_S = 2.0
+#: the signals a client passes on to its command
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+#: read once at interpreter start: a job with other values must not run in this worker
+STARTUP_VARIABLES = ("PYTHONHASHSEED", "PYTHONPATH", "PYTHONSAFEPATH")
+
+
+# -- client ---------------------------------------------------------------------------
+
+
+def run_via_worker(argv: list[str]) -> int | None:
+    """Run ``python -m iishpo <argv>`` in the worker named by ``$IISHPO_WORKER``.
+
+    Returns the command's exit code, or ``None`` when no worker took the command (run it
+    in-process then). Signals in :data:`FORWARDED` that reach this process are passed on
+    to the command while it runs.
+    """
+    path = os.environ.get(SOCKET_VARIABLE)
+    if not path or not argv or argv[0] not in TRAINING_COMMANDS:
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        request = json.dumps({
+            "argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": sys.executable,
+        }).encode()
+        socket.send_fds(conn, [_HEADER.pack(len(request))], list(_STDIO))
+        conn.sendall(request)
+        replies = conn.makefile("r", encoding="ascii")
+        started = replies.readline()
+    except OSError:
+        conn.close()
+        return None
+    if not started.startswith("started "):
+        conn.close()  # refused (another interpreter or hash seed), or could not fork: nothing ran
+        return None
+
+    def forward(signum: int, frame: object) -> None:
+        try:
+            conn.sendall(f"{signum}\n".encode())
+        except OSError:
+            pass
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    try:
+        reply = replies.readline()
+    finally:
+        for signum in FORWARDED:
+            signal.signal(signum, signal.SIG_DFL)
+        conn.close()
+    if not reply.startswith("exit "):
+        print("iishpo: the worker went away while running the command", file=sys.stderr)
+        return 1
+    return int(reply.split()[1])
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+def preload() -> None:
+    """Import everything a training job needs, and let Hydra find its plugins once."""
+    import iishpo.cli
+    import iishpo.evaluation
+    import iishpo.optimizers.genetic
+    import iishpo.optimizers.hyperopt_search
+    import iishpo.optimizers.smac_search
+    import iishpo.stage  # noqa: F401  (torch, Lightning)
+    from iishpo.config import load_settings
+
+    load_settings([])
+
+
+def serve(path: Path, parent_pid: int | None = None) -> None:
+    """Accept jobs on ``path`` until SIGTERM/SIGINT or until ``parent_pid`` is gone."""
+    preload()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(64)
+    _note(f"serving on {path}")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    try:
+        while parent_pid is None or _alive(parent_pid):
+            if not select.select([listener], [], [], _PARENT_POLL_S)[0]:
+                continue
+            conn, _ = listener.accept()
+            if os.fork() == 0:
+                listener.close()
+                code = 1
+                try:
+                    code = _session(conn)
+                except BaseException:  # noqa: BLE001 - a forked session must never return to this loop
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            conn.close()
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _session(conn: socket.socket) -> int:
+    """Run one client's command in a child; forward its signals; kill it if the client dies."""
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+    header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, len(_STDIO))
+    request = json.loads(_receive(conn, _HEADER.unpack(header)[0]))
+    mismatch = _mismatch(request)
+    if mismatch:
+        _note(f"refused {request['argv'][:1]} in {request['cwd']}: {mismatch}")
+        conn.sendall(f"refused {mismatch}\n".encode())
+        return 0
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _run_command(request, fds)
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(f"started {pid}\n".encode())
+    pidfd = os.pidfd_open(pid)
+    pending = b""
+    while True:
+        ready = select.select([conn.fileno(), pidfd], [], [])[0]
+        if pidfd in ready:
+            break
+        data = conn.recv(64)
+        if not data:  # the client is gone: its command must not outlive it
+            os.kill(pid, signal.SIGKILL)
+            break
+        pending += data
+        *numbers, pending = pending.split(b"\n")
+        for number in numbers:
+            os.kill(pid, int(number))
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    code = code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+    _note(f"ran {request['argv'][:1]} in {request['cwd']} as pid {pid}: exit {code}")
+    try:
+        conn.sendall(f"exit {code}\n".encode())
+    except OSError:
+        pass
+    return 0
+
+
+def _note(message: str) -> None:
+    print(f"iishpo.worker[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+def _mismatch(request: dict) -> str | None:
+    """Why this worker cannot run the request as a fresh process would, if it cannot:
+    another interpreter, or a variable Python read at start-up with another value."""
+    if request["python"] != sys.executable:
+        return f"python {request['python']} is not the worker's {sys.executable}"
+    for name in STARTUP_VARIABLES:
+        if request["env"].get(name) != os.environ.get(name):
+            return f"{name}={request['env'].get(name)!r} differs from the worker's {os.environ.get(name)!r}"
+    return None
+
+
+def _receive(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("the client closed the connection mid-request")
+        data += chunk
+    return data
+
+
+def _run_command(request: dict, fds: list[int]) -> None:
+    """In the forked child: become the client's process and run its command; never returns."""
+    code = 1
+    try:
+        _die_with_parent()
+        for fd, target in zip(fds, _STDIO):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["iishpo", *request["argv"]]
+        from iishpo.cli import main
+
+        code = main(request["argv"])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the child must end in os._exit, whatever the command raised
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m iishpo.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", type=Path, required=True, help="unix socket to listen on")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    args = parser.parse_args(argv)
+    serve(args.socket, args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

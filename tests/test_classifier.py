@@ -1,0 +1,58 @@
+"""The module's own early stopping and the evaluation's memory release, checked against
+scripted validation errors and the garbage collector's state."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from helpers import TINY, compose
+from iishpo.batches import TrainingData
+from iishpo.classifier import Classifier
+from iishpo.training import evaluate_trial, train
+from test_training import CONFIG, CPU, brightness_splits
+
+#: scripted validation errors, one per epoch
+ERRORS = [0.5, 0.4, 0.4, 0.45, 0.3, 0.35, 0.35, 0.35, 0.2, 0.1]
+
+
+@pytest.fixture
+def scripted_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every validation epoch reports ``ERRORS[epoch]`` (over 100 images)."""
+
+    def validation_step(self: Classifier, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._errors, self._seen = round(100 * ERRORS[self.current_epoch]), 100
+
+    monkeypatch.setattr(Classifier, "validation_step", validation_step)
+
+
+@pytest.mark.parametrize(("patience", "epochs", "best_epoch"), [
+    (1, 3, 1),   # the tie in epoch 2 is no improvement: stop after it
+    (2, 4, 1),   # epochs 2 and 3 without a lower error
+    (3, 8, 4),   # epoch 4 improves just in time; 5, 6, 7 do not
+    (4, 10, 9),  # never 4 in a row: runs to max_epochs
+])
+def test_training_stops_after_patience_validations_without_a_lower_error(
+    scripted_errors: None, patience: int, epochs: int, best_epoch: int
+) -> None:
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY, f"trainer.max_epochs={len(ERRORS)}", f"trainer.patience={patience}").trainer
+    result, _ = train(CONFIG, data, settings, seed=0)
+    assert (result.epochs, result.best_epoch) == (epochs, best_epoch)
+    assert result.val_error == ERRORS[best_epoch]
+
+
+def test_a_patience_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="patience must be >= 1, got 0"):
+        Classifier(torch.nn.Linear(2, 2), 0.1, 0.9, 0.0, 0.0, patience=0)
+
+
+def test_an_evaluation_leaves_nothing_frozen_and_no_training_behind() -> None:
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY).trainer
+    gc.collect()
+    evaluate_trial(CONFIG, data, settings, seed=0)
+    assert gc.get_freeze_count() == 0
+    assert not [o for o in gc.get_objects() if type(o) is Classifier]

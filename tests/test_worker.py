@@ -1,0 +1,189 @@
+"""The warm worker runs a job as the job would run itself, and never outlives its client.
+
+Real processes throughout: a worker on a socket in a temporary directory, and ``python -m
+iishpo run-stage`` clients in their own working directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import CONF, TINY, compose
+from iishpo.data.prepare import prepare_dataset
+from iishpo.data.sources import fetch
+from iishpo.stage import JOURNAL, SUMMARY, TRIALS
+from iishpo.store import read_trials
+from iishpo.worker import SOCKET_VARIABLE
+
+OVERRIDES = [*TINY, "study.strategies=[standard]", "study.optimizers=[random]", "study.budget=2"]
+DATA = Path("data/32px.npz")
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF)}
+SAME = ("number", "config", "status", "val_error", "loss", "epochs", "best_epoch", "error", "seed")
+
+
+def run_stage_command(*extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "iishpo", "run-stage", "--dataset", "synthetic", "--optimizer", "random",
+        "--strategy", "standard", "--seed", "0", "--stage", "0", "--data", str(DATA), "--out-dir", "out",
+        *OVERRIDES, *extra,
+    ]
+
+
+def env_for(workdir: Path, socket: Path | None) -> dict[str, str]:
+    env = {**ENV, "IISHPO_ROOT": str(workdir)}
+    env.pop(SOCKET_VARIABLE, None)
+    if socket is not None:
+        env[SOCKET_VARIABLE] = str(socket)
+    return env
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    cfg = compose(*OVERRIDES).datasets["synthetic"]
+    fetch(cfg, root / "raw")
+    prepare_dataset("synthetic", cfg, root / "raw", {32: root / DATA})
+    return root / DATA
+
+
+def workdir(data_file: Path, path: Path) -> Path:
+    (path / DATA.parent).mkdir(parents=True)
+    (path / DATA).write_bytes(data_file.read_bytes())
+    return path
+
+
+class Worker:
+    def __init__(self, directory: Path) -> None:
+        self.socket = directory / "w.sock"
+        self.log = directory / "worker.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iishpo.worker", "--socket", str(self.socket)],
+            env=env_for(directory, None), stderr=self.log.open("wb"), start_new_session=True,
+        )
+        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, "the worker's socket")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def notes(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    running = Worker(tmp_path_factory.mktemp("worker"))
+    yield running
+    running.proc.terminate()
+    assert running.proc.wait(timeout=30) == 0
+    assert not running.socket.exists()
+
+
+def client(work: Path, socket: Path | None, *extra: str) -> subprocess.Popen[bytes]:
+    log = (work / "client.log").open("wb")
+    return subprocess.Popen(run_stage_command(*extra), cwd=work, env=env_for(work, socket), stdout=log, stderr=log)
+
+
+def comparable(work: Path) -> list[dict]:
+    return [{name: getattr(t, name) for name in SAME} for t in read_trials(work / "out" / TRIALS)]
+
+
+def test_a_stage_through_the_worker_equals_one_in_process(data_file: Path, worker: Worker, tmp_path: Path) -> None:
+    alone = workdir(data_file, tmp_path / "alone")
+    served = workdir(data_file, tmp_path / "served")
+    in_process = client(alone, tmp_path / "no-such.sock")  # no worker there: runs itself
+    through = client(served, worker.socket)
+    assert through.wait(timeout=600) == 0, (served / "client.log").read_text()
+    assert in_process.wait(timeout=600) == 0, (alone / "client.log").read_text()
+    assert f"ran ['run-stage'] in {served} as pid" in worker.notes()
+    assert str(alone) not in worker.notes()
+    assert comparable(served) == comparable(alone)
+    assert len(comparable(served)) == 2
+    best = [json.loads((w / "out" / SUMMARY).read_text())["best"] for w in (alone, served)]
+    assert best[0] == best[1]
+    assert not (served / "out" / JOURNAL).exists()
+
+
+@pytest.mark.parametrize(("extra", "code", "message"), [
+    (("trainer.max_epochs=-1",), 2, "configuration error"),
+    (("--data", "missing.npz"), 1, "missing.npz"),
+])
+def test_a_failing_command_exits_through_the_worker_as_in_process(
+    data_file: Path, worker: Worker, tmp_path: Path, extra: tuple[str, ...], code: int, message: str
+) -> None:
+    for name, socket in (("alone", None), ("served", worker.socket)):
+        work = workdir(data_file, tmp_path / name)
+        assert client(work, socket, *extra).wait(timeout=600) == code, name
+        assert message in (work / "client.log").read_text(), name
+
+
+def test_a_signal_to_the_client_stops_the_command_cleanly(data_file: Path, worker: Worker, tmp_path: Path) -> None:
+    work = workdir(data_file, tmp_path / "work")
+    proc = client(work, worker.socket, "study.budget=400")
+    wait_for(lambda: (work / "out" / JOURNAL).exists() or proc.poll() is not None, "the first trial")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in (work / "client.log").read_text()
+    assert read_trials(work / "out" / JOURNAL)
+    wait_for(lambda: not descendants(worker.proc.pid), "the command to end", timeout=30)
+
+
+def test_a_killed_client_takes_its_command_with_it(data_file: Path, worker: Worker, tmp_path: Path) -> None:
+    work = workdir(data_file, tmp_path / "work")
+    proc = client(work, worker.socket, "study.budget=400")
+    journal = work / "out" / JOURNAL
+    wait_for(lambda: journal.exists() or proc.poll() is not None, "the first trial")
+    assert len(descendants(worker.proc.pid)) == 2  # the session and the command
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not descendants(worker.proc.pid), "the command to die", timeout=30)
+    size = journal.stat().st_size
+    time.sleep(1)
+    assert journal.stat().st_size == size
+
+
+def test_a_job_the_worker_cannot_run_as_itself_runs_in_process(data_file: Path, worker: Worker, tmp_path: Path) -> None:
+    work = workdir(data_file, tmp_path / "work")
+    env = {**env_for(work, worker.socket), "PYTHONHASHSEED": "1"}
+    log = (work / "client.log").open("wb")
+    proc = subprocess.run(run_stage_command(), check=False, cwd=work, env=env, stdout=log, stderr=log, timeout=600)
+    assert proc.returncode == 0, (work / "client.log").read_text()
+    assert "PYTHONHASHSEED='1' differs from the worker's '0'" in worker.notes()
+    assert len(read_trials(work / "out" / TRIALS)) == 2
+
+
+def test_the_client_imports_nothing_heavy() -> None:
+    code = "import sys, iishpo.worker; print(' '.join(sorted(sys.modules)))"
+    modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    heavy = {"torch", "lightning", "hydra", "omegaconf", "numpy", "smac", "hyperopt"}
+    assert not heavy & {m.split(".")[0] for m in modules}
