@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from helpers import CONF, TINY, compose
 from iishpo.data.splits import ImageSplits, save_splits
+from iishpo.model import estimate_memory_mb
 from iishpo.resources import (
     Training,
     evaluation_runtime,
@@ -25,7 +26,6 @@ from iishpo.resources import (
     training_runtime,
 )
 from iishpo.space import build_space
-from iishpo.model import estimate_memory_mb
 from iishpo.typed import SettingsError
 
 
