@@ -309,6 +309,34 @@ def test_resume_after_a_torn_journal_write(
     assert comparable(read_trials(out / TRIALS)) == comparable(expected)
 
 
+def test_killed_between_writing_the_outputs_and_deleting_the_journal(
+    data_dir: Path, reference: Background, settings: Settings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The outputs are complete, the process dies before the journal goes: the rerun
+    trains nothing, writes the same outputs from the journal and only then deletes it."""
+    expected = reference.trials()
+    out = tmp_path / "stage0"
+    out.mkdir()
+    (out / JOURNAL).write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
+    monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
+    unlink = Path.unlink
+
+    def killed_at_the_journal(path: Path, *args: Any, **kwargs: Any) -> None:
+        if path.name == JOURNAL:
+            raise SystemExit(137)  # the process dies here
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", killed_at_the_journal)
+    with pytest.raises(SystemExit):
+        run_stage(settings, KEY, data_dir / DATA, None, out)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert {p.name for p in out.iterdir()} >= {JOURNAL, TRIALS, SUMMARY}
+    run_stage(settings, KEY, data_dir / DATA, None, out)
+    assert not (out / JOURNAL).exists()
+    assert comparable(read_trials(out / TRIALS)) == comparable(expected)
+
+
 # -- failing trials ---------------------------------------------------------------------
 
 
