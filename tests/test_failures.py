@@ -3,7 +3,6 @@ inside a stage's training end as out-of-memory trials while the stage goes on.""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from torch import nn
 
 from helpers import TINY, compose
 from iishpo import training
+from iishpo.artifacts import RangesRecord, write_record
 from iishpo.config import Settings
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.failures import (
@@ -28,7 +28,8 @@ from iishpo.failures import (
     failure_record,
 )
 from iishpo.memory import allocation_failures_as_out_of_memory
-from iishpo.space import build_space
+from iishpo.ranges import describe
+from iishpo.space import SearchSpace, build_space
 from iishpo.stage import JOURNAL, TRIALS, StageFailed, StageKey, run_stage
 from iishpo.store import read_trials
 
@@ -124,7 +125,8 @@ def ranges_file(path: Path, settings: Settings, initial: list[dict[str, Any]]) -
     for param in space["params"]:
         if param["name"] == "learning_rate":
             param["low"], param["high"] = 1e-4, 1e31
-    path.write_text(json.dumps({"space": space, "initial_points": initial}))
+    narrowed = SearchSpace.from_dict(space)
+    write_record(path, RangesRecord(narrowed, initial, describe(narrowed), config_digest=""))
     return path
 
 
@@ -162,7 +164,7 @@ def test_real_allocation_failures_and_divergence_fail_their_trials_and_the_stage
     assert [failure_cause(e) for e in errors[:4]] == [
         "out of memory", "out of memory", "diverged (non-finite loss)", "RuntimeError",
     ]
-    assert summary["n_failed"] == 4 and summary["best"]["number"] == 4
+    assert summary.n_failed == 4 and summary.best is not None and summary.best.number == 4
 
 
 def test_a_stage_of_out_of_memory_failures_stops_naming_that_cause(

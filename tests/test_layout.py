@@ -27,7 +27,9 @@ from iishpo.layout import (
 
 
 def test_runs_are_every_dataset_optimizer_strategy_seed() -> None:
-    study = compose(*TINY, "study.seeds=[3,1]", "study.optimizers=[tpe,random]").study
+    study = compose(
+        *TINY, "study.seeds=[3,1]", "study.optimizers=[tpe,random]", "study.strategies=[standard,iis]"
+    ).study
     expected = [
         RunKey(d, o, s, seed)
         for d, o, s, seed in itertools.product(["synthetic"], ["tpe", "random"], ["standard", "iis"], [3, 1])
