@@ -148,3 +148,43 @@ def test_choices_without_evidence_are_kept() -> None:
     assert keep_choices(C, [32, 32, 32], [64] * 20, alpha=0.05, best=32).choices == (16, 32, 128)
     # the best trial's choice stays even against the evidence
     assert 64 in keep_choices(C, [64, 32, 32, 32, 32], [64] * 30, alpha=0.05, best=64).choices
+
+
+def test_unit_positions_by_hand() -> None:
+    assert unit(Param("z", FLOAT, low=2.0, high=10.0), 4.0) == 0.25  # (4 - 2) / (10 - 2)
+    assert unit(Param("z", FLOAT, low=2.0, high=2.0), 2.0) == 0.0  # no width: the low end
+
+
+def test_a_range_reaching_the_top_keeps_the_exact_upper_bound() -> None:
+    # five equal good values at the top: the minimum width 0.2 centred on unit 1.0, shifted
+    # down to 0.8..1.0; the upper bound is the full one exactly, not exp(log(0.2)) (an ulp off)
+    p = Param("p", FLOAT, low=1e-4, high=0.2, log=True)
+    narrowed = narrow_numeric(p, [0.2] * 5, [from_unit(p, u / 20) for u in range(10)], **SETTINGS)
+    assert narrowed.high == 0.2
+    assert narrowed.low == pytest.approx(from_unit(p, 0.8))
+
+
+def test_integer_parameters_at_the_low_end_round_outward() -> None:
+    good, rest = [1, 2, 1, 2, 1], [5, 6, 6, 5, 4, 6, 5, 4, 6, 5]
+    narrowed = narrow_numeric(N, good, rest, **SETTINGS)
+    # hull 1..2 is unit 0..0.2; 2.40 times as wide, 0.48, centred on 0.1 and shifted inside:
+    # unit 0..0.48, i.e. 1..3.4, rounded outward to 1..4
+    assert (narrowed.low, narrowed.high) == (1, 4)
+
+
+def test_a_p_value_equal_to_alpha_is_no_evidence() -> None:
+    # unit values 0.1, 0.2 good, 0, 0.3 the rest: 3 of the 6 pairs are as close, p = 0.5
+    assert narrow_numeric(Y, [1.0, 2.0], [0.0, 3.0], alpha=0.5, confidence=0.9, min_width=0.2) == Y
+    # three close good values among five far ones: only the good triple is as close, p = 1/56
+    good, rest = [1.0, 1.1, 1.2], [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert narrow_numeric(Y, good, rest, alpha=1 / 56, confidence=0.9, min_width=0.2) == Y
+    assert narrow_numeric(Y, good, rest, alpha=1 / 55, confidence=0.9, min_width=0.2) != Y
+    # 64 in 1 of 2 good and both others: one-sided Fisher P(X <= 1) = 3/6 (X = 2: 3/6)
+    assert keep_choices(C, [64, 32], [64, 64], alpha=0.5, best=32).choices == C.choices
+
+
+def test_a_choice_only_the_good_trials_used_is_kept() -> None:
+    # one-sided: 32 in 4 of 5 good and none of 20 others is no evidence against it (p = 1),
+    # while 64 (0 of 5, 20 of 20: p = 1 / C(25, 5)) goes
+    kept = keep_choices(C, [32, 32, 32, 32, 128], [64] * 20, alpha=0.05, best=128).choices
+    assert kept == (16, 32, 128)

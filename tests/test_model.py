@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers import compose
-from iishpo.model import build_cnn
+from iishpo.model import build_cnn, estimate_memory_mb
 from iishpo.space import build_space
 
 RESOLUTIONS = (8, 16, 32)
@@ -175,8 +175,59 @@ def test_too_deep_for_the_resolution_is_rejected(resolution: int, n_conv: int) -
         build_cnn(config, in_channels=3, resolution=resolution, n_classes=N_CLASSES)
 
 
+@pytest.mark.parametrize(("resolution", "n_conv"), [(8, 3), (4, 2), (2, 1)])
+def test_as_deep_as_the_resolution_allows_builds(resolution: int, n_conv: int) -> None:
+    config: dict[str, Any] = {"filter_size": 3, "n_conv": n_conv, "n_fc": 1, "fc_units_0": 8}
+    config.update({f"conv_filters_{i}": 4 for i in range(n_conv)})
+    net = build_cnn(config, in_channels=3, resolution=resolution, n_classes=N_CLASSES)
+    # the last pooling leaves a 1 px map of 4 channels: the first fc layer reads 4 values
+    assert next(m for m in net if isinstance(m, nn.Linear)).in_features == 4
+    assert net(torch.zeros(2, 3, resolution, resolution)).shape == (2, N_CLASSES)
+
+
 @pytest.mark.parametrize("counts", [{"n_conv": 0, "n_fc": 1}, {"n_conv": 1, "n_fc": 0}])
 def test_no_layers_is_rejected(counts: dict[str, int]) -> None:
     config = {"filter_size": 3, "conv_filters_0": 4, "fc_units_0": 8, **counts}
     with pytest.raises(ValueError, match="need n_conv >= 1 and n_fc >= 1"):
         build_cnn(config, in_channels=3, resolution=8, n_classes=N_CLASSES)
+
+
+#: one conv layer of 2 filters (3x3) on 4 px, one fc layer of 4 units
+SMALL_CNN = {"n_conv": 1, "n_fc": 1, "filter_size": 3, "conv_filters_0": 2, "fc_units_0": 4}
+#: two conv layers of 2 filters each: on 6 px, they pool to 3 px and then to 1 px
+TWO_CONV = {**SMALL_CNN, "n_conv": 2, "conv_filters_1": 2}
+
+
+@pytest.mark.parametrize(
+    ("config", "in_channels", "resolution", "train_batch", "eval_batch", "values"),
+    [
+        # 1 channel: parameters 1*2*9+2 + 8*4+4 + 4*3+3 = 71; kept per sample: the input 16,
+        # conv output 32, pooled 8, its indices 8*8/4 = 16, fc outputs 2*4 and 2*3: 86; the
+        # largest activation 32, the heaviest weight 32 (fc); evaluation peak 2*32 = 64
+        (SMALL_CNN, 1, 4, 5, 7, 3 * 71 + 5 * (86 + 2 * 32) + 2 * 32),  # training: 814
+        (SMALL_CNN, 1, 4, 5, 100, 3 * 71 + 100 * 64),  # evaluation 6400 > training 814
+        (SMALL_CNN, 1, 4, 0, 0, 3 * 71 + 71),  # the best-weights copy: params 71 > training 64
+        # dropout after the fc layer keeps its output and mask: 2*4 more per sample
+        ({**SMALL_CNN, "fc_dropout_0": 0.5}, 1, 4, 5, 7, 3 * 71 + 5 * (94 + 2 * 32) + 2 * 32),
+        # 3 channels: parameters 3*2*9+2 + 36 + 15 = 107; kept 48 + 32 + 8 + 16 + 8 + 6 = 118;
+        # the largest activation the input (48), the heaviest weight the conv's 54;
+        # evaluation peak input + output 48 + 32 = 80
+        (SMALL_CNN, 3, 4, 5, 7, 3 * 107 + 5 * (118 + 2 * 48) + 2 * 54),  # training: 1178
+        (SMALL_CNN, 3, 4, 1, 100, 3 * 107 + 100 * 80),
+        # two conv layers on 6 px, pooled to 3 px and 1 px (the second pooling counted as
+        # 18 // 4 = 4 values where 2 exist, an overcount): parameters 20 + 38 + 12 + 15 = 85;
+        # kept 36 + (72 + 18 + 36) + (18 + 4 + 8) + 8 + 6 = 206; largest 72; heaviest 36;
+        # evaluation peak the first layer's 2*72 = 144
+        (TWO_CONV, 1, 6, 5, 7, 3 * 85 + 5 * (206 + 2 * 72) + 2 * 36),  # training: 1822
+        (TWO_CONV, 1, 6, 5, 100, 3 * 85 + 100 * 144),
+        # a wide fc layer: its output and the next one's input, 2*40 = 80 values, the peak;
+        # parameters 20 + 8*40+40 + 40*3+3 = 503; training only the penalties' 2*320
+        ({**SMALL_CNN, "fc_units_0": 40}, 1, 4, 0, 100, 3 * 503 + 100 * 80),
+    ],
+)
+def test_memory_estimate_counts_by_hand(
+    config: dict[str, Any], in_channels: int, resolution: int, train_batch: int, eval_batch: int,
+    values: int,
+) -> None:
+    estimate = estimate_memory_mb(config, in_channels, resolution, 3, train_batch, eval_batch)
+    assert estimate == pytest.approx(values * 4 / 2**20, rel=1e-12)  # float32: 4 bytes a value

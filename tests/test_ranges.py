@@ -8,7 +8,7 @@ import pytest
 
 from helpers import compose
 from iishpo.config import RangeExtraction
-from iishpo.ranges import best_trials, extract
+from iishpo.ranges import best_trials, describe, extract
 from iishpo.space import CATEGORICAL, build_space
 from iishpo.store import WORST_LOSS, Trial
 
@@ -184,3 +184,54 @@ def test_all_failed_stage_cannot_give_ranges() -> None:
     failed = [trial(8)]
     with pytest.raises(ValueError, match="every trial failed"):
         extract(failed, hull(0.2, 3, 0.0, 1), SPEC, 32)
+
+
+def evidence_stage() -> list[Trial]:
+    """20 trials: the best five (errors 0.10..0.14) all have one conv layer and momentum 0.5,
+    the best of them batch size 128 and the other four 32; the 15 others (errors 0.5..) have
+    two or three conv layers, momenta 0, 0.06, .., 0.84 and batch size 128 (twelve) or 64."""
+    trials = []
+    for i in range(20):
+        if i < 5:
+            cfg = config(1e-3, 0.5, 128 if i == 0 else 32, 1, [8])
+            error = 0.10 + 0.01 * i
+        else:
+            cfg = config(1e-3, (i - 5) * 0.06, 128 if i < 17 else 64, 1, [8] * (2 + i % 2))
+            error = 0.5 + 0.01 * i
+        trials.append(Trial(i, cfg, "ok", error, error, 3, 1, 0.1, 0.1 * i, None, i, "t"))
+    return trials
+
+
+def test_evidence_rule_narrows_the_concentrated_and_keeps_the_bound_and_the_best_choice() -> None:
+    space, _ = extract(evidence_stage(), evidence(top_fraction=0.25, min_trials=3), SPEC, 64)
+    # momentum: the five good values coincide (p = 1 / C(20, 5)): min_width 0.2 of [0, 1]
+    # centred on 0.5
+    assert (space["momentum"].low, space["momentum"].high) == pytest.approx((0.4, 0.6))
+    # n_conv: the good values all 1 (unit 0 of [1, 5]) would give [1, 1 + 0.2 * 4 -> 2]; the
+    # bounded layer count keeps the 5 that 64 px allows
+    assert (space["n_conv"].low, space["n_conv"].high) == (1, 5)
+    # batch size 128 is in 1 of the 5 good and 12 of the 15 others: one-sided Fisher
+    # p = (C(13,0) C(7,5) + C(13,1) C(7,4)) / C(20,5) = 476 / 15504 = 0.031 < 0.05, but the
+    # best trial used it; 64 (0 of 5, 3 of 15): p = C(17,5) / C(20,5) = 0.40, kept
+    assert space["batch_size"].choices == (16, 32, 64, 128)
+    # the same for every trial: no evidence, the full ranges
+    assert space["lr"] == build_space(SPEC, 64)["lr"]
+    assert space["n_fc"] == build_space(SPEC, 64)["n_fc"]
+
+
+@pytest.mark.parametrize(("rule", "n_conv"), [(evidence(), (1, 2)), (hull(0.25, 3, 0.0, 1), (1, 1))])
+def test_a_space_without_resolution_bound_narrows_the_layer_count_like_any_int(
+    rule: RangeExtraction, n_conv: tuple[int, int]
+) -> None:
+    spec = {k: v for k, v in SPEC.items() if k != "resolution_bound"}
+    space, _ = extract(evidence_stage(), rule, spec, 64)
+    # evidence: unit 0 of the full [1, 6] widened to 0.2 -> 1 + 0.2 * 5 = 2; hull: [1, 1]
+    assert (space["n_conv"].low, space["n_conv"].high) == n_conv
+
+
+def test_describe_lists_choices_and_bounds() -> None:
+    assert describe(build_space(SPEC, 16)) == {
+        "lr": [1e-5, 1.0], "momentum": [0.0, 1.0], "batch_size": [16, 32, 64, 128],
+        "n_conv": [1, 3],  # 16 px: three halvings leave 2 px
+        "n_fc": [1, 3], "filters_0": [4, 256], "filters_1": [4, 256], "filters_2": [4, 256],
+    }

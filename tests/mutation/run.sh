@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Mutation test of one module that computes numbers, outside the default test run: mutmut
+# mutates the module in a copy of the project under mutants/MODULE/ and runs the module's own
+# fast tests against every mutant, then lists the mutants no test killed (README, "Mutation
+# testing", explains each survivor). Usage:
+#
+#   tests/mutation/run.sh MODULE [MUTANT_NAME ...]
+#
+# MODULE is one of ranges, evidence, model, space, training, evaluation. Show a mutant's diff
+# with `(cd mutants/MODULE && ../../.venv/bin/mutmut show NAME)`.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation)"}
+shift
+mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
+
+# The files each module's mutants live in, and the tests that are to kill them.
+case $module in
+  ranges) mutate=(ranges.py); tests=(tests/test_ranges.py) ;;
+  evidence) mutate=(evidence.py); tests=(tests/test_evidence.py) ;;
+  model) mutate=(model.py); tests=(tests/test_model.py) ;;
+  space) mutate=(space.py); tests=(tests/test_space.py) ;;
+  training) mutate=(training.py classifier.py); tests=(tests/test_training.py) ;;
+  evaluation) mutate=(evaluation.py); tests=(tests/test_evaluation.py) ;;
+  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation" >&2
+     exit 2 ;;
+esac
+
+work=$root/mutants/$module
+rm -rf "$work"
+mkdir -p "$work"
+cp -r "$root/src" "$root/tests" "$root/conf" "$root/pyproject.toml" "$work/"
+{
+  printf '\n[tool.mutmut]\nsource_paths = ["src/iishpo/"]\nalso_copy = ["conf"]\n'
+  printf 'only_mutate = [%s]\n' "$(printf '"src/iishpo/%s", ' "${mutate[@]}")"
+  printf 'pytest_add_cli_args_test_selection = [%s]\n' "$(printf '"%s", ' "${tests[@]}")"
+} >>"$work/pyproject.toml"
+
+cd "$work"
+"$mutmut" run "$@"
+"$mutmut" results
+"$mutmut" export-cicd-stats >/dev/null && cat mutants/mutmut-cicd-stats.json
