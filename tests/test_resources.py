@@ -140,14 +140,16 @@ def test_the_test_protocol_runtime_counts_its_folds(settings: Any, tmp_path: Pat
                         max_runtime=10_000, gpus=0)
     folds = prepared(tmp_path / "folds.npz", 16, 30, folds=10)
     assert evaluation_runtime(settings, training, folds) == training_runtime(settings, training, folds, 10)
-    single = prepared(tmp_path / "single.npz", 16, 30)
-    assert evaluation_runtime(settings, training, single) == training_runtime(settings, training, single, 1)
+    single = prepared(tmp_path / "single.npz", 16, 30)  # one split: evaluation.repeats trainings
+    assert settings.evaluation.repeats == 3
+    assert evaluation_runtime(settings, training, single) == training_runtime(settings, training, single, 3)
 
 
 def test_a_rule_sizes_its_job_from_its_input_when_the_input_exists(tmp_path: Path) -> None:
     """The declaration the training rules use: Snakemake defers an input-dependent
     resource until the input exists (``<TBD>`` before), then calls it."""
     (tmp_path / "Snakefile").write_text(f'''
+from pathlib import Path
 from iishpo.config import load_settings
 from iishpo.resources import from_config, training_mem_mb, training_runtime
 from omegaconf import OmegaConf

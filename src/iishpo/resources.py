@@ -11,6 +11,7 @@ job (its rule's input), so the sizes are exact, not guessed per data set.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import zipfile
@@ -21,6 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from iishpo.model import estimate_memory_mb
 from iishpo.space import CATEGORICAL, build_space
 from iishpo.typed import build
 
@@ -160,10 +162,6 @@ def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_chann
     those sit at their maximum; fewer conv layers leave a larger feature map for the
     first fully connected layer, so every layer count is tried.
     """
-    # Imported here: iishpo.training imports iishpo.config, which validates the
-    # resources group with this module.
-    from iishpo.training import estimate_memory_mb
-
     space = build_space(space_spec, resolution)
 
     def top(name: str) -> Any:
@@ -171,15 +169,17 @@ def largest_training_mb(space_spec: Mapping[str, Any], resolution: int, in_chann
         return max(param.choices) if param.kind == CATEGORICAL else param.high  # type: ignore[arg-type]
 
     widest = {p.name: top(p.name) for p in space.params}
-    low_conv, low_fc = int(space["n_conv"].low), int(space["n_fc"].low)  # type: ignore[arg-type]
+    counts = [
+        range(int(space[name].low), int(space[name].high) + 1)  # type: ignore[arg-type]
+        for name in space.layer_counts
+    ]
     return max(
         estimate_memory_mb(
-            {**widest, "n_conv": n_conv, "n_fc": n_fc}, in_channels, resolution, n_classes,
-            train_batch=min(int(widest["batch_size"]), n_train),
+            {**widest, **dict(zip(space.layer_counts, layers, strict=True))}, in_channels,
+            resolution, n_classes, train_batch=min(int(widest["batch_size"]), n_train),
             eval_batch=min(eval_batch_size, n_eval),
         )
-        for n_conv in range(low_conv, space.max_conv + 1)
-        for n_fc in range(low_fc, space.max_fc + 1)
+        for layers in itertools.product(*counts)
     )
 
 
