@@ -23,6 +23,7 @@ import torch
 from iishpo.batches import Batches, TensorSplit, TrainingData
 from iishpo.classifier import Classifier
 from iishpo.config import Trainer as TrainerSettings
+from iishpo.device import precision_for
 from iishpo.failures import TrialFailed
 from iishpo.memory import allocation_failures_as_out_of_memory, check_memory_limit, release_memory
 from iishpo.model import build_cnn
@@ -39,7 +40,7 @@ def _trainer(settings: TrainerSettings, device: torch.device) -> L.Trainer:
     return L.Trainer(
         accelerator="gpu" if device.type == "cuda" else device.type,
         devices=1,
-        precision=settings.precision,  # type: ignore[arg-type]
+        precision=precision_for(settings.precision, device),  # type: ignore[arg-type]
         max_epochs=settings.max_epochs,
         barebones=True,
         deterministic=device.type == "cpu",
