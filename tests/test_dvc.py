@@ -63,10 +63,11 @@ def test_repro_after_a_change_reruns_the_affected_jobs_and_diffs_compare_commits
             repo.mkdir(exist_ok=True)
             shutil.copy(source, repo / name)
     edit_yaml(
-        repo / "conf/study/default.yaml", optimizers=["random", "tpe"], ladder=[16, 32], budget=4,
+        repo / "conf/study/default.yaml", optimizers=["random", "tpe"], seeds=[0], ladder=[16, 32], budget=4,
         iis_budgets=[2, 2], ranges={"top_fraction": 0.5, "min_trials": 1, "margin": 0.1, "n_initial": 1},
     )
     edit_yaml(repo / "conf/trainer/cpu_fast.yaml", max_epochs=2, patience=1)
+    edit_yaml(repo / "conf/evaluation/default.yaml", repeats=1)
     edit_yaml(repo / "conf/dataset/synthetic.yaml", per_class={"train": 6, "val": 4, "test": 4})
     tool(repo, "git", "init", "-q")
     tool(repo, "dvc", "init", "-q")
