@@ -98,7 +98,7 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
     configfile = workdir / "overrides.yaml"
     configfile.write_text(yaml.safe_dump({k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in OVERRIDES)}))
     return [
-        sys.executable, "-m", "snakemake", str(STAGE / TRIALS), "--snakefile", str(REPO / "Snakefile"),
+        sys.executable, "-m", "snakemake", str(workdir / STAGE / TRIALS), "--snakefile", str(REPO / "Snakefile"),
         "--directory", str(workdir), "--cores", "2", "--configfile", str(configfile), *args,
     ]
 
