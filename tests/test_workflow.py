@@ -71,11 +71,13 @@ def wildcards(key: RunKey | StageKey) -> str:
 
 
 def jobs_of(
-    settings: Settings, optimizers: set[str], from_stage: int = 0, strategies: tuple[str, ...] = ("standard", "iis")
+    settings: Settings, optimizers: set[str], from_stage: int = 0,
+    strategies: tuple[str, ...] = ("standard", "iis", "narrowing"),
 ) -> set[tuple[str, str]]:
-    """The jobs of the given optimizers' runs: their stages from ``from_stage`` on (IIS),
-    the range extractions feeding those, their test evaluations and the summary."""
-    jobs = {("summarize", "")}
+    """The jobs of the given optimizers' runs: their stages from ``from_stage`` on (staged
+    strategies), the range extractions feeding those, their test evaluations, the summary
+    and the record of the resolved configuration (which holds every setting)."""
+    jobs = {("summarize", ""), ("record_configuration", "")}
     for run in runs(settings.study):
         if run.optimizer not in optimizers or run.strategy not in strategies:
             continue
@@ -103,7 +105,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def layout(finished_study: Path, settings: Settings) -> Layout:
-    return Layout(finished_study / Layout.of(settings).root)
+    return Layout(finished_study / Path(settings.paths["results"]).relative_to(settings.paths["root"]) / settings.study.name)
 
 
 def test_every_stage_of_the_dag_produced_its_outputs(settings: Settings, layout: Layout) -> None:
@@ -305,7 +307,7 @@ def test_an_optimizer_setting_reruns_that_optimizer_only(finished_study: Path, s
 
 def test_a_range_setting_reruns_the_iis_stages_after_extraction(finished_study: Path, settings: Settings) -> None:
     assert planned_jobs(finished_study, "study.ranges.margin=0.5") == jobs_of(
-        settings, set(settings.study.optimizers), from_stage=1, strategies=("iis",)
+        settings, set(settings.study.optimizers), from_stage=1, strategies=("iis", "narrowing")
     )
 
 
