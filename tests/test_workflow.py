@@ -118,7 +118,9 @@ def test_every_stage_of_the_dag_produced_its_outputs(settings: Settings, layout:
             assert (record.resolution, record.budget, record.n_trials) == (plan.resolution, plan.budget, plan.budget)
             assert record.n_failed == sum(not t.ok for t in trials)
             assert record.wall_time == trials[-1].elapsed
-            assert record.provenance.config == settings.resolved
+            # the same configuration; its paths are the study directory's (IISHPO_ROOT)
+            assert {**record.provenance.config, "paths": None} == {**settings.resolved, "paths": None}
+            assert record.provenance.config["paths"]["root"] == str(layout.root.parents[1])
             assert record.config_digest == digest(stage_config(settings, plan.key))
             assert not (layout.stage_dir(plan.key) / "trials.journal.jsonl").exists()
             if plan.key.stage + 1 < len(plans):
