@@ -23,3 +23,12 @@ TINY = [
 def compose(*overrides: str) -> Settings:
     """The real configuration with ``overrides`` (validated)."""
     return load_settings(list(overrides), config_dir=CONF)
+
+
+def journal_in(stage_dir: Path) -> Path:
+    """The one trial journal in ``stage_dir``; while there is none, a path that does not exist."""
+    from iishpo.stage import JOURNALS
+
+    found = sorted(stage_dir.glob(JOURNALS))
+    assert len(found) <= 1, f"more than one journal in {stage_dir}: {found}"
+    return found[0] if found else stage_dir / "no-journal-yet"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import TINY, compose
+from helpers import TINY, compose, journal_in
 from iishpo import training
 from iishpo.artifacts import RangesRecord, write_record
 from iishpo.config import Settings
@@ -30,7 +30,7 @@ from iishpo.failures import (
 from iishpo.memory import allocation_failures_as_out_of_memory
 from iishpo.ranges import describe
 from iishpo.space import SearchSpace, build_space
-from iishpo.stage import JOURNAL, TRIALS, StageFailed, StageKey, run_stage
+from iishpo.stage import TRIALS, StageFailed, StageKey, run_stage
 from iishpo.store import read_trials
 
 KEY = StageKey("synthetic", "tpe", "standard", 0, 0)
@@ -179,4 +179,4 @@ def test_a_stage_of_out_of_memory_failures_stops_naming_that_cause(
     out = tmp_path / "out"
     with pytest.raises(StageFailed, match=r"most common cause: out of memory \(3x\)"):
         run_stage(settings, KEY, data_file, ranges_file(tmp_path / "ranges.json", settings, initial), out)
-    assert [failure_cause(t.error or "") for t in read_trials(out / JOURNAL)] == ["out of memory"] * 3
+    assert [failure_cause(t.error or "") for t in read_trials(journal_in(out))] == ["out of memory"] * 3

@@ -23,7 +23,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import CONF, REPO, TINY, compose
+from helpers import CONF, REPO, TINY, compose, journal_in
 from iishpo import stage as stage_module
 from iishpo.artifacts import RangesRecord, write_record
 from iishpo.classifier import Classifier
@@ -34,12 +34,12 @@ from iishpo.model import estimate_memory_mb
 from iishpo.ranges import describe
 from iishpo.space import SearchSpace, build_space
 from iishpo.stage import (
-    JOURNAL,
     SUMMARY,
     TRIALS,
     StageFailed,
     StageInterrupted,
     StageKey,
+    journal_path,
     run_stage,
 )
 from iishpo.store import WORST_LOSS, Trial, TrialStore, read_trials
@@ -174,12 +174,12 @@ def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
     """Node loss: Snakemake and the job die by SIGKILL mid-stage; the rerun finishes the
     stage from its journal, and the trials are those of a run that was never killed."""
     work = workdir_with_data(data_dir, tmp_path / "killed")
-    journal = work / STAGE / JOURNAL
     proc = subprocess.Popen(
         snakemake_command(work), env=env_for(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(lambda: lines(journal) >= 1, proc, "the first finished trial")
+    wait_for(lambda: lines(journal_in(work / STAGE)) >= 1, proc, "the first finished trial")
+    journal = journal_in(work / STAGE)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
@@ -205,7 +205,7 @@ def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
     trials = read_trials(work / STAGE / TRIALS)
     assert [t.number for t in trials] == list(range(BUDGET))
     assert comparable(trials) == comparable(reference.trials())
-    assert not journal.exists()
+    assert journal.read_bytes() == final  # the journal stays, complete
     log = (work / STAGE / "run_stage.log").read_text()
     assert f"resuming after {len(finished)} finished evaluations" in log
 
@@ -223,7 +223,7 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_stage_resumes(
 
     def signal_when_a_trial_finished() -> bool:
         for signum, proc in list(waiting.items()):
-            if lines(work / runs[signum] / JOURNAL) >= 1:
+            if lines(journal_in(work / runs[signum])) >= 1:
                 proc.send_signal(signum)  # most likely inside the next training
                 del waiting[signum]
         return not waiting
@@ -232,8 +232,9 @@ def test_sigterm_and_sigint_stop_cleanly_and_the_stage_resumes(
     for signum, proc in procs.items():
         out = runs[signum]
         assert proc.wait(timeout=120) == 128 + signum
-        assert sorted(p.name for p in (work / out).iterdir()) == [JOURNAL]
-        finished = read_trials(work / out / JOURNAL)
+        journal = journal_in(work / out)
+        assert sorted((work / out).iterdir()) == [journal]
+        finished = read_trials(journal)
         assert 1 <= len(finished) < BUDGET
         log = (work / f"{out.name}.log").read_text()
         assert f"interrupted by {signum.name} after {len(finished)} finished evaluations" in log
@@ -262,7 +263,7 @@ def test_signals_inside_training_and_while_recording(
     with pytest.raises(StageInterrupted) as stop:
         run_stage(settings, KEY, data, None, out)
     assert stop.value.code == 130
-    assert [t.number for t in read_trials(out / JOURNAL)] == [0, 1]  # the trial being written is kept
+    assert [t.number for t in read_trials(journal_in(out))] == [0, 1]  # the trial being written is kept
     monkeypatch.undo()
 
     step = Classifier.training_step
@@ -283,7 +284,7 @@ def test_signals_inside_training_and_while_recording(
     with pytest.raises(StageInterrupted) as stop:
         run_stage(settings, KEY, data, None, out)
     assert stop.value.code == 143
-    assert [t.number for t in read_trials(out / JOURNAL)] == [0, 1, 2]
+    assert [t.number for t in read_trials(journal_in(out))] == [0, 1, 2]
     assert not (out / TRIALS).exists() and not (out / SUMMARY).exists()
     assert {s: signal.getsignal(s) for s in before} == before
     monkeypatch.undo()
@@ -302,39 +303,59 @@ def test_resume_after_a_torn_journal_write(
     records = (reference.workdir / STAGE / TRIALS).read_bytes().splitlines(keepends=True)
     out = tmp_path / "elsewhere" / "stage0"
     out.mkdir(parents=True)
-    (out / JOURNAL).write_bytes(b"".join(records[:2]) + records[2][:40])
+    journal_path(settings, KEY, data_dir / DATA, None, out).write_bytes(b"".join(records[:2]) + records[2][:40])
     run_stage(settings, KEY, data_dir / DATA, None, out)
     final = (out / TRIALS).read_bytes()
     assert final.startswith(b"".join(records[:2]))
     assert comparable(read_trials(out / TRIALS)) == comparable(expected)
 
 
-def test_killed_between_writing_the_outputs_and_deleting_the_journal(
+def test_outputs_deleted_after_a_finished_stage_are_rewritten_from_its_journal(
     data_dir: Path, reference: Background, settings: Settings, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The outputs are complete, the process dies before the journal goes: the rerun
-    trains nothing, writes the same outputs from the journal and only then deletes it."""
-    expected = reference.trials()
+    """Killed after writing both outputs but before Snakemake accepted them (a SLURM time
+    limit in that instant): Snakemake deletes the outputs as incomplete; the rerun trains
+    nothing and writes the same outputs again from the journal, which stays."""
     out = tmp_path / "stage0"
     out.mkdir()
-    (out / JOURNAL).write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
+    journal = journal_path(settings, KEY, data_dir / DATA, None, out)
+    journal.write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
     monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
-    unlink = Path.unlink
-
-    def killed_at_the_journal(path: Path, *args: Any, **kwargs: Any) -> None:
-        if path.name == JOURNAL:
-            raise SystemExit(137)  # the process dies here
-        unlink(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "unlink", killed_at_the_journal)
-    with pytest.raises(SystemExit):
-        run_stage(settings, KEY, data_dir / DATA, None, out)
-    monkeypatch.setattr(Path, "unlink", unlink)
-    assert {p.name for p in out.iterdir()} >= {JOURNAL, TRIALS, SUMMARY}
     run_stage(settings, KEY, data_dir / DATA, None, out)
-    assert not (out / JOURNAL).exists()
-    assert comparable(read_trials(out / TRIALS)) == comparable(expected)
+    assert (out / TRIALS).read_bytes() == journal.read_bytes() == (reference.workdir / STAGE / TRIALS).read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == sorted([journal.name, TRIALS, SUMMARY])
+
+
+def test_a_journal_of_other_inputs_is_kept_and_not_resumed(
+    data_dir: Path, reference: Background, settings: Settings, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stage whose configuration changed (here the trainer's patience) starts afresh
+    beside the old journal; changing it back resumes the old journal without training."""
+    out = tmp_path / "stage0"
+    out.mkdir()
+    old = journal_path(settings, KEY, data_dir / DATA, None, out)
+    old.write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
+    changed = compose(*OVERRIDES, "trainer.patience=2")
+    new = journal_path(changed, KEY, data_dir / DATA, None, out)
+    assert new != old
+    trained: list[int] = []
+    real_evaluate = stage_module.evaluate_trial
+
+    def counting_evaluate(*args: Any, **kwargs: Any) -> Any:
+        trained.append(1)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(stage_module, "evaluate_trial", counting_evaluate)
+    run_stage(changed, KEY, data_dir / DATA, None, out)
+    assert len(trained) == BUDGET
+    assert (out / TRIALS).read_bytes() == new.read_bytes()
+    assert old.read_bytes() == (reference.workdir / STAGE / TRIALS).read_bytes()
+
+    monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
+    run_stage(settings, KEY, data_dir / DATA, None, out)
+    assert (out / TRIALS).read_bytes() == old.read_bytes()
 
 
 # -- failing trials ---------------------------------------------------------------------
@@ -422,7 +443,8 @@ def test_diverging_oversized_and_raising_trials_fail_and_the_stage_goes_on(
     assert [t.loss for t in trials] == told == [WORST_LOSS, WORST_LOSS, trials[2].val_error, WORST_LOSS, WORST_LOSS]
     assert all(t.val_error is None for t in trials if not t.ok)
     assert summary.n_failed == 4 and summary.best is not None and summary.best.number == 2
-    assert (tmp_path / "out" / SUMMARY).exists() and not (tmp_path / "out" / JOURNAL).exists()
+    assert (tmp_path / "out" / SUMMARY).exists()
+    assert journal_in(tmp_path / "out").read_bytes() == (tmp_path / "out" / TRIALS).read_bytes()
 
 
 def test_too_many_failures_stop_the_stage_naming_the_cause(
@@ -436,13 +458,14 @@ def test_too_many_failures_stop_the_stage_naming_the_cause(
     message = str(failed.value)
     assert "3 of 3 evaluations failed" in message and "study.max_failure_fraction=0.5" in message
     assert "most common cause: diverged (non-finite loss) (3x)" in message
-    assert sorted(p.name for p in out.iterdir()) == [JOURNAL]
+    journal = journal_in(out)
+    assert sorted(out.iterdir()) == [journal]
 
     # Run again: the journal already exceeds the limit, so it stops before training.
     monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
     with pytest.raises(StageFailed, match="most common cause: diverged"):
         run_stage(settings, KEY, data_dir / DATA, ranges, out)
-    assert lines(out / JOURNAL) == 3
+    assert lines(journal) == 3
 
 
 def test_memory_limit_must_be_positive_or_null(settings: Settings) -> None:

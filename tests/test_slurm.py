@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO
-from iishpo.stage import JOURNAL
+from helpers import REPO, journal_in
 from iishpo.store import read_trials
 from test_workflow import snakemake
 
@@ -120,7 +119,7 @@ def test_a_stage_killed_for_memory_or_wall_time_resumes_from_its_journal(
     assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
                      r"is: 'TIMEOUT'", output), output[-3000:]
     assert "DUE TO TIME LIMIT" in slurm_log_of(output, "run_stage")
-    journal = read_trials(stage / JOURNAL)
+    journal = read_trials(journal_in(stage))
     assert 0 < len(journal) < 250
     assert not (stage / "trials.jsonl").exists()
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONF, TINY, compose
+from helpers import CONF, TINY, compose, journal_in
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.stage import JOURNAL, SUMMARY, TRIALS
+from iishpo.stage import SUMMARY, TRIALS
 from iishpo.store import read_trials
 from iishpo.worker import SOCKET_VARIABLE
 
@@ -131,7 +131,7 @@ def test_a_stage_through_the_worker_equals_one_in_process(data_file: Path, worke
     assert len(comparable(served)) == 2
     best = [json.loads((w / "out" / SUMMARY).read_text())["best"] for w in (alone, served)]
     assert best[0] == best[1]
-    assert not (served / "out" / JOURNAL).exists()
+    assert journal_in(served / "out").read_bytes() == (served / "out" / TRIALS).read_bytes()
 
 
 @pytest.mark.parametrize(("extra", "code", "message"), [
@@ -150,19 +150,19 @@ def test_a_failing_command_exits_through_the_worker_as_in_process(
 def test_a_signal_to_the_client_stops_the_command_cleanly(data_file: Path, worker: Worker, tmp_path: Path) -> None:
     work = workdir(data_file, tmp_path / "work")
     proc = client(work, worker.socket, "study.budget=400")
-    wait_for(lambda: (work / "out" / JOURNAL).exists() or proc.poll() is not None, "the first trial")
+    wait_for(lambda: journal_in(work / "out").exists() or proc.poll() is not None, "the first trial")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert "interrupted by SIGTERM" in (work / "client.log").read_text()
-    assert read_trials(work / "out" / JOURNAL)
+    assert read_trials(journal_in(work / "out"))
     wait_for(lambda: not descendants(worker.proc.pid), "the command to end", timeout=30)
 
 
 def test_a_killed_client_takes_its_command_with_it(data_file: Path, worker: Worker, tmp_path: Path) -> None:
     work = workdir(data_file, tmp_path / "work")
     proc = client(work, worker.socket, "study.budget=400")
-    journal = work / "out" / JOURNAL
-    wait_for(lambda: journal.exists() or proc.poll() is not None, "the first trial")
+    wait_for(lambda: journal_in(work / "out").exists() or proc.poll() is not None, "the first trial")
+    journal = journal_in(work / "out")
     assert len(descendants(worker.proc.pid)) == 2  # the session and the command
     proc.kill()
     proc.wait()

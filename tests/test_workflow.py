@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, TINY, compose
+from helpers import REPO, TINY, compose, journal_in
 from iishpo.artifacts import read_evaluation, read_ranges, read_stage
 from iishpo.config import Settings
 from iishpo.layout import Layout, RunKey, StageKey, digest, figure_files, runs, stage_config, stages
@@ -122,7 +122,7 @@ def test_every_stage_of_the_dag_produced_its_outputs(settings: Settings, layout:
             assert {**record.provenance.config, "paths": None} == {**settings.resolved, "paths": None}
             assert record.provenance.config["paths"]["root"] == str(layout.root.parents[1])
             assert record.config_digest == digest(stage_config(settings, plan.key))
-            assert not (layout.stage_dir(plan.key) / "trials.journal.jsonl").exists()
+            assert journal_in(layout.stage_dir(plan.key)).read_bytes() == layout.trials(plan.key).read_bytes()
             if plan.key.stage + 1 < len(plans):
                 ranges = read_ranges(layout.ranges(plan.key))
                 assert ranges.space.resolution == plans[plan.key.stage + 1].resolution
@@ -230,7 +230,11 @@ def test_table_1_time_reduction_and_metrics_match_the_result_files(settings: Set
     metrics = json.loads(layout.metrics.read_text())["synthetic"]
     markdown = layout.summary_markdown.read_text().splitlines()
     optimizers = settings.study.optimizers
-    time_cells: dict[str, list[str]] = {"standard": [], "iis": [], "time reduction": []}
+    compared = [s for s in settings.study.strategies if s != "standard"]
+    assert compared == ["iis", "narrowing"]
+    time_cells: dict[str, list[str]] = {s: [] for s in settings.study.strategies}
+    labels = {s: "time reduction" if s == "iis" else f"time reduction ({s})" for s in compared}
+    time_cells.update({label: [] for label in labels.values()})
     for (optimizer, strategy), members in expected.items():
         row = rows[(optimizer, strategy)]
         assert int(row["n_seeds"]) == len(settings.study.seeds) == len(members)
@@ -240,19 +244,20 @@ def test_table_1_time_reduction_and_metrics_match_the_result_files(settings: Set
             assert float(row[f"{field}_mean"]) == pytest.approx(mean, rel=1e-12, abs=1e-15)
             assert float(row[f"{field}_std"]) == pytest.approx(std, rel=1e-9, abs=1e-12)
             assert metrics[optimizer][strategy][field] == round(mean, 3 if field == "wall_time" else 6)
-        if strategy == "iis":
+        if strategy in compared:
             standard = mean_std([m["wall_time"] for m in expected[(optimizer, "standard")]])[0]
             reduction = 1 - mean_std([m["wall_time"] for m in members])[0] / standard
             assert float(row["time_reduction"]) == pytest.approx(reduction, rel=1e-12)
         else:
             assert row["time_reduction"] == ""
     for optimizer in optimizers:
-        for strategy in ("standard", "iis"):
+        for strategy in settings.study.strategies:
             mean, std = mean_std([m["wall_time"] for m in expected[(optimizer, strategy)]])
             time_cells[strategy].append(f"{mean:.1f} ± {std:.1f}")
-        iis = mean_std([m["wall_time"] for m in expected[(optimizer, "iis")]])[0]
         standard = mean_std([m["wall_time"] for m in expected[(optimizer, "standard")]])[0]
-        time_cells["time reduction"].append(f"{1 - iis / standard:.0%}")
+        for strategy, label in labels.items():
+            staged = mean_std([m["wall_time"] for m in expected[(optimizer, strategy)]])[0]
+            time_cells[label].append(f"{1 - staged / standard:.0%}")
     for label, cells in time_cells.items():
         assert f"| {label} | " + " | ".join(cells) + " |" in markdown
 
@@ -276,7 +281,7 @@ def test_progress_rows_match_the_trials(settings: Settings, layout: Layout) -> N
                 expected.append((i + 1, name, round(sum(values) / len(values), 6)))
     rows = read_csv(layout.progress("synthetic"))
     assert [(int(r["evaluation"]), r["series"], float(r["best_val_error"])) for r in rows] == expected
-    assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in ("standard", "iis")}
+    assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in settings.study.strategies}
     assert all(p.stat().st_size > 5000 for p in figure_files(layout.progress_figure("synthetic")))
 
 

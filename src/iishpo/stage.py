@@ -1,11 +1,14 @@
 """Run one optimization stage: N evaluations at one resolution, in one process.
 
 The runner knows nothing about the algorithm: it asks, trains, stores, tells. Trials go
-to a journal as they finish (``trials.journal.jsonl``, format in :mod:`iishpo.store`; not
-a workflow output, so neither a killed job nor Snakemake's cleanup of a failed job's
-outputs removes it); a restarted stage replays the journal into a fresh optimizer and
-goes on where it stopped, so a resumed stage ends with the trials an uninterrupted one
-would have made (configurations, errors, status; not timings).
+to a journal as they finish (``trials.journal.<inputs>.jsonl``, format in
+:mod:`iishpo.store`; not a workflow output, so neither a killed job nor Snakemake's
+cleanup of a failed job's outputs removes it); a restarted stage replays the journal into
+a fresh optimizer and goes on where it stopped, so a resumed stage ends with the trials an
+uninterrupted one would have made (configurations, errors, status; not timings). The
+journal is named by the digest of everything that decides the stage's trials (its
+configuration slice and the bytes of its data and ranges files), so a stage whose inputs
+changed never resumes another configuration's trials, and changing them back resumes.
 
 Interruptions:
 
@@ -24,12 +27,15 @@ to the optimizer as the worst loss (1.0); the stage goes on. When more than
 :class:`StageFailed`, naming the most common cause; the journal is kept.
 
 Outputs are written only when every evaluation is done: ``trials.jsonl`` (a copy of the
-journal) and ``stage.json`` (summary and provenance), each atomically; the journal is
-removed last, so at every instant either the journal or both complete outputs exist.
+journal) and ``stage.json`` (summary and provenance), each atomically. The journal stays:
+when the job is killed after writing them but before Snakemake accepts them (a SLURM time
+limit in that instant), Snakemake deletes the outputs as incomplete, and the rerun writes
+them again from the journal without training.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -62,7 +68,7 @@ from iishpo.training import evaluate_trial
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "trials.journal.jsonl"
+JOURNALS = "trials.journal.*.jsonl"
 
 
 class StageFailed(RuntimeError):
@@ -156,11 +162,11 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
         try:
             return _run(settings, key, data_file, ranges_file, out_dir, signals)
         except StageInterrupted as stop:
-            journal = out_dir / JOURNAL
+            journal = journal_path(settings, key, data_file, ranges_file, out_dir)
             done = journal.read_bytes().count(b"\n") if journal.exists() else 0
             log.warning(
                 "%s: %s after %d finished evaluations, all kept in %s; run again to resume",
-                key.label(), stop, done, out_dir / JOURNAL,
+                key.label(), stop, done, journal,
             )
             raise
 
@@ -179,7 +185,10 @@ def _run(
         seed=derive_seed(key.seed, Stream.OPTIMIZER, key.stage),
         initial_points=initial, settings=settings.optimizers[key.optimizer],
     )
-    store = TrialStore(out_dir / JOURNAL)
+    store = TrialStore(journal_path(settings, key, data_file, ranges_file, out_dir))
+    others = [p.name for p in sorted(out_dir.glob(JOURNALS)) if p != store.path]
+    if others:
+        log.info("%s: not resuming %s (journals of other inputs; kept)", key.label(), ", ".join(others))
     trials = store.load()
     if len(trials) > budget:
         raise ValueError(f"{store.path} holds {len(trials)} trials, more than the budget {budget}")
@@ -229,15 +238,29 @@ def _run(
         _report(key, trials, budget)
         _check_failures(key, trials, budget, max_failures, study.max_failure_fraction)
     summary = _summary(settings, key, trials, resolution, budget, device)
-    # Both outputs complete before the journal goes: a stop in between leaves the journal,
-    # from which a rerun rewrites the outputs without evaluating anything.
     write_atomic(out_dir / TRIALS, store.path.read_bytes())
     write_record(out_dir / SUMMARY, summary)
     _fsync_dir(out_dir)
     signals.finished()
-    store.path.unlink()
-    _fsync_dir(out_dir)
     return summary
+
+
+def journal_path(
+    settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path
+) -> Path:
+    """The stage's journal in ``out_dir``, named by the digest of what decides its trials."""
+    inputs = {
+        "stage": key.label(),
+        "config": stage_config(settings, key),
+        "data": _file_digest(data_file),
+        "ranges": _file_digest(ranges_file) if ranges_file is not None else None,
+    }
+    return out_dir / JOURNALS.replace("*", digest(inputs))
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _check_failures(
