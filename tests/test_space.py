@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
+import re
+from collections import Counter
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -148,13 +151,22 @@ BAD_SPECS = [
     ({"n_fc": {"type": "int", "low": -1, "high": 3}},
      "space.n_fc.low: a layer count needs low >= 0, got -1"),
     ({"min_feature_size": 2},
-     "space.min_feature_size: a parameter is declared by a mapping with 'type'"),
+     ("space.min_feature_size: a parameter is declared by a mapping with 'type' (float, int, "
+      "categorical), or the key must be 'resolution_bound'; got 2")),
+    ({"fc_dropout": {"type": "float", "low": 0.0, "high": 0.5, "per_layer_of": 3}},
+     "space.fc_dropout.per_layer_of must name a layer count parameter, got 3"),
+    ({"batch_size": {"type": "categorical", "choices": "16"}},
+     "space.batch_size.choices must be a non-empty list, got '16'"),
     ({"resolution_bound": {"param": "n_fc", "min_feature_size": 2, "stride": 2}},
      "space.resolution_bound must be a mapping with exactly the keys param, min_feature_size"),
     ({"resolution_bound": {"param": "learning_rate", "min_feature_size": 2}},
      "space.resolution_bound.param: 'learning_rate' is not a declared int parameter"),
     ({"resolution_bound": {"param": "n_conv", "min_feature_size": 0}},
      "space.resolution_bound.min_feature_size must be a whole number >= 1, got 0"),
+    ({"resolution_bound": {"param": "n_conv", "min_feature_size": True}},
+     "space.resolution_bound.min_feature_size must be a whole number >= 1, got True"),
+    ({"resolution_bound": {"param": "n_conv", "min_feature_size": 2.5}},
+     "space.resolution_bound.min_feature_size must be a whole number >= 1, got 2.5"),
 ]
 
 
@@ -164,6 +176,52 @@ def test_malformed_space_is_rejected_naming_what_is_allowed(change: dict[str, An
     with pytest.raises(ValueError) as err:
         parse_space(spec)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([1, 2], "space must map parameter names to declarations, got [1, 2]"),
+        ({}, "space declares no parameter"),
+        ({"resolution_bound": {"param": "n_conv", "min_feature_size": 2}},
+         "space declares no parameter"),
+    ],
+)
+def test_a_space_that_is_no_mapping_of_parameters_is_rejected(spec: Any, message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_space(spec)
+    assert str(err.value) == message
+
+
+def test_declarations_at_the_edges_of_what_is_allowed_build() -> None:
+    """A fixed range (low == high), a layer count that may be 0, a categorical per-layer
+    parameter and a minimum feature size of 1 px are all valid declarations."""
+    spec = cnn_spec()
+    spec["dropout"] = {"type": "float", "low": 0.3, "high": 0.3}
+    spec["n_fc"]["low"] = 0
+    spec["activation"] = {
+        "type": "categorical", "choices": ["relu", "tanh"], "per_layer_of": "n_conv"
+    }
+    spec["resolution_bound"]["min_feature_size"] = 1
+    space = build_space(spec, 16)  # 16 -> 8 -> 4 -> 2 -> 1: four halvings keep >= 1 px
+    assert space["dropout"] == Param("dropout", FLOAT, low=0.3, high=0.3)
+    assert (space["n_fc"].low, space["n_fc"].high) == (0, 3)
+    assert (space["n_conv"].low, space["n_conv"].high) == (1, 4)
+    assert [p for p in space.params if p.name.startswith("activation")] == [
+        Param(f"activation_{i}", CATEGORICAL, choices=("relu", "tanh"), active_if=("n_conv", i))
+        for i in range(4)
+    ]
+    no_fc = {k: v for k, v in GOOD.items() if k != "fc_units_0"}
+    config = {**no_fc, "n_fc": 0, "dropout": 0.3, "activation_0": "tanh", "activation_1": "relu"}
+    assert space.violations(config) == []
+
+
+def test_a_resolution_that_fits_exactly_the_count_low_is_accepted() -> None:
+    spec = cnn_spec()
+    spec["n_conv"]["low"] = 2
+    space = build_space(spec, 8)  # 8 -> 4 -> 2: two halvings keep >= 2 px
+    assert (space["n_conv"].low, space["n_conv"].high) == (2, 2)
+    assert [p.name for p in space.layers_of("n_conv")] == ["conv_filters_0", "conv_filters_1"]
 
 
 @pytest.mark.parametrize(
@@ -186,13 +244,55 @@ def test_search_space_rejects_a_layer_without_an_int_count_before_it() -> None:
     count = Param("n", INT, low=1, high=2)
     on_lr = Param("width_0", INT, low=1, high=2, active_if=("learning_rate", 0))
     on_n = Param("width_0", INT, low=1, high=2, active_if=("n", 0))
-    with pytest.raises(ValueError, match="width_0: active_if names 'learning_rate'"):
+    message = (
+        "active_if names {!r}, which must be an earlier unconditional int parameter (a layer count)"
+    )
+    with pytest.raises(ValueError, match=re.escape("width_0: " + message.format("learning_rate"))):
         SearchSpace((lr, on_lr), resolution=16)
-    with pytest.raises(ValueError, match="width_0: active_if names 'n'"):
+    with pytest.raises(ValueError, match=re.escape("width_0: " + message.format("n"))):
         SearchSpace((on_n, count), resolution=16)  # the count after its layer
     with pytest.raises(ValueError, match="two parameters named 'n'"):
         SearchSpace((count, count), resolution=16)
     assert SearchSpace((count, on_n), resolution=16).layer_counts == ("n",)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "double"}, "x: kind 'double' is not one of ('float', 'int', 'categorical')"),
+        ({"kind": CATEGORICAL, "choices": ()},
+         "x: a categorical parameter needs non-empty choices"),
+        ({"kind": FLOAT, "low": 2.0, "high": 1.0}, "x: needs low <= high, got low=2.0 high=1.0"),
+        ({"kind": FLOAT, "high": 1.0}, "x: needs low <= high, got low=None high=1.0"),
+        ({"kind": INT, "low": 1}, "x: needs low <= high, got low=1 high=None"),
+        ({"kind": FLOAT, "low": 0.0, "high": 1.0, "log": True},
+         "x: a log-scaled range needs low > 0, got 0.0"),
+    ],
+)
+def test_param_rejects_a_domain_it_cannot_sample(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        Param("x", **fields)
+    assert str(err.value) == message
+
+
+def test_a_log_scaled_int_draws_each_value_with_its_log_uniform_share() -> None:
+    """Each integer k owns [k - 0.5, k + 0.5] of a log-uniform draw on [low - 0.5, high + 0.5]:
+    on [0.5, 3.5] that is ln(3)/ln(7), ln(5/3)/ln(7) and ln(7/5)/ln(7)."""
+    param = Param("n", INT, low=1, high=3, log=True)
+    rng = random.Random(0)
+    draws = Counter(param.sample(rng) for _ in range(4000))
+    expected = {k: math.log((k + 0.5) / (k - 0.5)) / math.log(3.5 / 0.5) for k in (1, 2, 3)}
+    assert set(draws) == {1, 2, 3}
+    for value, share in expected.items():
+        assert draws[value] / 4000 == pytest.approx(share, abs=0.03), (value, draws)
+
+
+def test_clip_of_a_categorical_keeps_a_choice_takes_the_nearest_number_or_the_first() -> None:
+    sizes = Param("batch_size", CATEGORICAL, choices=(16, 32, "auto"))
+    activation = Param("activation", CATEGORICAL, choices=("relu", "tanh"))
+    assert sizes.clip("auto") == "auto" and sizes.clip(27) == 32 and sizes.clip("large") == 16
+    assert activation.clip("tanh") == "tanh"
+    assert activation.clip("gelu") == "relu" and activation.clip(0.5) == "relu"
 
 
 # -- membership: every kind of violation is found ------------------------------------------
@@ -219,6 +319,10 @@ def without(key: str) -> dict[str, Any]:
         ({**GOOD, "l1": "small"}, ["l1='small' outside [1e-07, 0.001] (log)"]),
         ({**GOOD, "batch_size": 48}, ["batch_size=48 outside choices [16, 32, 64, 128, 256]"]),
         ({**GOOD, "momentum": 0.9}, ["unknown parameter momentum"]),
+        (  # the conv layers cannot be judged without n_conv, the fc layers after them still are
+            {**without("n_conv"), "fc_units_0": 8},
+            ["missing n_conv", "fc_units_0=8 outside [16, 1024] (log)"],
+        ),
         (
             {**GOOD, "n_conv": 4, "conv_filters_2": 8, "conv_filters_3": 8},
             ["n_conv=4 outside [1, 3]", "unknown parameter conv_filters_3"],  # 16 px: 3 layers
@@ -245,6 +349,52 @@ def test_project_clips_and_fills_new_layers() -> None:
     assert projected["conv_filters_1"] == 32  # kept
     assert space["conv_filters_2"].contains(projected["conv_filters_2"])  # newly active: drawn
     space.validate(projected)
+
+
+def test_project_draws_newly_active_layers_from_the_given_rng_or_a_seed_of_0() -> None:
+    space = build_space(cnn_spec(), 16)
+    config = {**GOOD, "n_conv": 3, "n_fc": 3}
+    new_layers = ["conv_filters_2", "fc_units_1", "fc_units_2"]
+    for seed in (0, 5):
+        rng = random.Random(seed)
+        drawn = {name: space[name].sample(rng) for name in new_layers}  # in the space's order
+        projected = space.project(config, random.Random(seed))
+        assert projected == {**config, **drawn}
+        if seed == 0:
+            assert space.project(config) == projected  # no rng: the same as seed 0, reproducible
+
+
+def test_sample_draws_exactly_the_layers_its_count_enables() -> None:
+    count = Param("n", INT, low=0, high=2)
+    widths = [Param(f"width_{i}", INT, low=1, high=4, active_if=("n", i)) for i in range(2)]
+    rate = Param("rate", FLOAT, low=0.1, high=0.2)
+    space = SearchSpace((count, rate, *widths), resolution=16)
+    rng = random.Random(0)
+    samples = [space.sample(rng) for _ in range(60)]
+    assert {s["n"] for s in samples} == {0, 1, 2}
+    for s in samples:
+        layers = [f"width_{i}" for i in range(s["n"])]
+        assert list(s) == ["n", "rate", *layers], s
+        assert 0.1 <= s["rate"] <= 0.2 and all(s[name] in range(1, 5) for name in layers)
+        assert [p.name for p in space.active_params(s)] == ["n", "rate", *layers]
+
+
+def test_space_without_a_resolution_bound_round_trips_through_its_dict() -> None:
+    spec = {k: v for k, v in cnn_spec().items() if k != "resolution_bound"}
+    space = build_space(spec, 8)
+    data = space.to_dict()
+    assert data["resolution_bound"] is None
+    assert SearchSpace.from_dict(json.loads(json.dumps(data))) == space
+
+
+def test_with_params_replaces_the_parameters_and_keeps_the_rest() -> None:
+    space = build_space(cnn_spec(), 16)
+    kept = [space["n_conv"], space["conv_filters_0"]]
+    narrowed = space.with_params(kept)
+    assert narrowed.params == tuple(kept)
+    assert (narrowed.resolution, narrowed.resolution_bound) == (16, ResolutionBound("n_conv", 2))
+    assert "conv_filters_0" in narrowed and "learning_rate" not in narrowed
+    assert space["learning_rate"].name == "learning_rate"  # the original is unchanged
 
 
 # -- a new hyperparameter is a YAML change: dropout per fully connected layer --------------
