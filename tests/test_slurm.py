@@ -31,11 +31,11 @@ SLURM = (
 #: The smoke study at one seed, IIS against standard: every rule of the DAG, small
 #: enough for a step of CI.
 SMOKE = ("study.seeds=[0]", "study.strategies=[standard,iis]")
-#: One long stage: the random optimizer, standard strategy, one seed, a budget of TINY
-#: trainings that takes 2 minutes on an idle machine (more when loaded), so that SLURM's
-#: shortest time limit (1 minute, checked about every 30 s) stops it part-way.
+#: One long stage per seed (two, side by side): the random optimizer, standard strategy, a
+#: budget of TINY trainings that takes 2 minutes on an idle machine (more when loaded), so
+#: that SLURM's shortest time limit (1 minute, checked about every 30 s) stops it part-way.
 LONG_STAGE = ("study.name=long", "study.optimizers=[random]", "study.strategies=[standard]",
-              "study.seeds=[0]", "study.budget=250")
+              "study.budget=250")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,4 +144,9 @@ def test_a_resource_the_cluster_lacks_fails_at_submission_naming_the_rule(
         r"'sbatch: error: Invalid generic resource \(gres\) specification'", output
     ), output[-3000:]
     assert "--gpus=1" in output, "the failing sbatch call is shown, with the resource it asked for"
-    assert not (tmp_path / "results").exists()
+    # Nothing that needs the data ran; only the configuration record (no input) may have.
+    results = tmp_path / "results"
+    written = {p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()}
+    assert written <= {"smoke/configuration.json", "smoke/record_configuration.log"}, written
+    assert not (tmp_path / "data" / "raw" / "synthetic" / ".fetched").exists()
+    assert not (tmp_path / "data" / "prepared").exists()
