@@ -17,7 +17,8 @@ import pytest
 from scipy import stats
 
 from helpers import TINY, compose
-from iishpo.artifacts import BestTrial, EvaluationRecord, StageRecord, write_record
+from iishpo import figures
+from iishpo.artifacts import EvaluationRecord, StageRecord, write_record
 from iishpo.config import Settings
 from iishpo.layout import (
     Layout,
@@ -29,7 +30,7 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
-from iishpo.provenance import provenance
+from iishpo.provenance import Provenance, provenance
 from iishpo.store import Trial, TrialStore
 from iishpo.summary import summarize
 
@@ -41,36 +42,66 @@ def settings_with(seeds: tuple[int, ...], strategies: str = "[standard,iis,narro
                    f"study.seeds=[{','.join(map(str, seeds))}]")
 
 
-def write_run(settings: Settings, layout: Layout, run: RunKey, rng: random.Random) -> dict[str, float]:
-    """Made-up files of one run; returns its wall time, last-stage best and test score."""
-    prov = provenance(settings.resolved, settings.overrides, "cpu", run.seed)
-    wall, best = 0.0, math.inf
-    for plan in stages(settings.study, run):
-        elapsed, best = 0.0, math.inf
+@pytest.fixture(autouse=True)
+def figure_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Fig. 5 is not drawn (drawing takes seconds, and mutation testing reruns these tests
+    per mutant): each call's arguments are recorded instead; the one test of the figure
+    files undoes this."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(figures, "progress_figure", lambda *args: calls.append(args))
+    return calls
+
+
+#: one made-up trial: (status, validation error or None, seconds since its stage began)
+MadeTrial = tuple[str, float | None, float]
+
+
+def write_files(settings: Settings, layout: Layout, run: RunKey, prov: Provenance,
+                stage_trials: list[list[MadeTrial]], stage_failed: list[int], stage_walls: list[float],
+                scores: list[float], metric: str = "accuracy") -> None:
+    """The trial, stage and test files of one run, with the current configuration's digests."""
+    for plan, trials, n_failed, wall in zip(stages(settings.study, run), stage_trials, stage_failed, stage_walls,
+                                            strict=True):
         store = TrialStore(layout.trials(plan.key))
-        for i in range(plan.budget):
-            error = round(rng.uniform(0.05, 0.9), 6)
-            elapsed += rng.uniform(1.0, 20.0)
-            store.append(Trial(i, {"learning_rate": 0.01}, "ok", error, error, 1, 0, 1.0, elapsed, None, run.seed, "t"))
-            best = min(best, error)
-        wall += elapsed + 0.5
+        for i, (status, error, elapsed) in enumerate(trials):
+            store.append(Trial(i, {"learning_rate": 0.01}, status, error, error or 0.0, 1, 0, 1.0, elapsed,
+                               None, run.seed, "t"))
         write_record(layout.stage_record(plan.key), StageRecord(
             run.dataset, run.optimizer, run.strategy, run.seed, plan.key.stage, plan.resolution, plan.budget,
-            plan.budget, 0, elapsed + 0.5, BestTrial(0, best, {}), digest(stage_config(settings, plan.key)), prov,
+            len(trials), n_failed, wall, None, digest(stage_config(settings, plan.key)), prov,
         ))
-    scores = [rng.uniform(0.3, 0.9) for _ in range(3)]
-    score = sum(scores) / 3
     write_record(layout.test(run), EvaluationRecord(
-        "accuracy", score, 0.0, scores, best, 0, {}, settings.study.ladder[-1], 1.0,
+        metric, sum(scores) / len(scores), 0.0, scores, 0.1, 0, {}, settings.study.ladder[-1], 1.0,
         digest(evaluation_config(settings, run.dataset)), prov,
     ))
-    return {"wall_time": wall, "best_val_error": best, "test_score": score}
+
+
+def write_run(settings: Settings, layout: Layout, run: RunKey, rng: random.Random,
+              prov: Provenance) -> dict[str, float]:
+    """Random made-up files of one run; returns its wall time, last-stage best and test score."""
+    stage_trials, walls = [], []
+    for plan in stages(settings.study, run):
+        elapsed, trials = 0.0, []
+        for _ in range(plan.budget):
+            elapsed += rng.uniform(1.0, 20.0)
+            trials.append(("ok", round(rng.uniform(0.05, 0.9), 6), elapsed))
+        stage_trials.append(trials)
+        walls.append(elapsed + 0.5)
+    scores = [rng.uniform(0.3, 0.9) for _ in range(3)]
+    write_files(settings, layout, run, prov, stage_trials, [0] * len(walls), walls, scores)
+    return {"wall_time": sum(walls), "best_val_error": min(e for _, e, _ in stage_trials[-1]),
+            "test_score": sum(scores) / 3}
+
+
+def provenances(settings: Settings) -> dict[int, Provenance]:
+    """One provenance per seed (made once: collecting it takes a while)."""
+    return {seed: provenance(settings.resolved, settings.overrides, "cpu", seed) for seed in settings.study.seeds}
 
 
 def make_study(tmp_path: Path, settings: Settings) -> tuple[Layout, dict[RunKey, dict[str, float]]]:
     layout = Layout(tmp_path / "results")
-    rng = random.Random(7)
-    truth = {run: write_run(settings, layout, run, rng) for run in runs(settings.study)}
+    rng, prov = random.Random(7), provenances(settings)
+    truth = {run: write_run(settings, layout, run, rng, prov[run.seed]) for run in runs(settings.study)}
     summarize(settings, layout.root)
     return layout, truth
 
@@ -115,6 +146,11 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
         assert row["verdict"] in summary
         entry = metrics[row["optimizer"]][f"{row['strategy']}_vs_standard"][row["metric"]]
         assert entry["mean_difference"] == round(mean, 6) and entry["p_ttest"] == round(p_t, 6)
+
+
+def test_fig5_files_are_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # draw the real figure
+    layout, _ = make_study(tmp_path, settings_with((0,), "[standard,iis]"))
     for figure in figure_files(layout.progress_figure("synthetic")):
         assert figure.stat().st_size > 5000
 
