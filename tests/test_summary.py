@@ -35,6 +35,7 @@ from iishpo.store import Trial, TrialStore
 from iishpo.summary import summarize
 
 SEEDS = (0, 1, 2, 3)
+SQRT2 = math.sqrt(2)
 
 
 def settings_with(seeds: tuple[int, ...], strategies: str = "[standard,iis,narrowing]") -> Settings:
@@ -185,3 +186,164 @@ def test_a_study_without_standard_has_no_comparisons(tmp_path: Path) -> None:
     layout, _ = make_study(tmp_path, settings)
     assert read_csv(layout.comparisons) == []
     assert "paired by seed" not in layout.summary_markdown.read_text()
+
+
+# A study small enough to recompute by hand: random search, standard against IIS, seeds 0 and 1.
+# Each run's trials per stage as (status, validation error, seconds since the stage began),
+# the failures each stage record counts, each stage's wall time and the test retrainings' scores.
+HAND_RUNS: dict[tuple[str, int], tuple[list[list[MadeTrial]], list[int], list[float], list[float]]] = {
+    ("standard", 0): ([[("fail", None, 3.0), ("ok", 0.5, 10.0), ("ok", 0.3, 25.0), ("ok", 0.4, 40.0)]],
+                      [1], [600.0], [0.5, 0.75]),
+    ("standard", 1): ([[("ok", 0.6, 5.0), ("ok", 0.2, 15.0), ("ok", 0.25, 30.0), ("ok", 0.1, 60.0)]],
+                      [0], [840.0], [0.875]),
+    ("iis", 0): ([[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("fail", None, 6.0), ("ok", 0.35, 12.0)]],
+                 [0, 1], [120.0, 240.0], [0.5]),
+    ("iis", 1): ([[("fail", None, 2.0), ("ok", 0.8, 6.0)], [("ok", 0.25, 9.0), ("ok", 0.15, 16.0)]],
+                 [1, 0], [96.0, 216.0], [0.5, 1.0]),
+}
+
+
+def hand_study(tmp_path: Path) -> tuple[Settings, Layout]:
+    settings = compose(*TINY, "study.strategies=[standard,iis]", "study.optimizers=[random]", "study.seeds=[0,1]")
+    layout = Layout(tmp_path / "results")
+    prov = provenances(settings)
+    for (strategy, seed), files in HAND_RUNS.items():
+        write_files(settings, layout, RunKey("synthetic", "random", strategy, seed), prov[seed], *files)
+    return settings, layout
+
+
+def test_runs_and_summary_tables_recomputed_by_hand(tmp_path: Path) -> None:
+    settings, layout = hand_study(tmp_path)
+    returned = summarize(settings, layout.root)
+    assert read_csv(layout.runs_table) == [
+        {"dataset": "synthetic", "optimizer": "random", "strategy": strategy, "seed": seed, "wall_time": wall,
+         "n_evaluations": "4", "n_failed": failed, "best_val_error": best, "test_score": score,
+         "test_metric": "accuracy"}
+        for strategy, seed, wall, failed, best, score in (
+            ("standard", "0", "600.0", "1", "0.3", "0.625"),
+            ("standard", "1", "840.0", "0", "0.1", "0.875"),
+            ("iis", "0", "360.0", "1", "0.35", "0.5"),
+            ("iis", "1", "312.0", "1", "0.15", "0.75"),
+        )
+    ]
+    # means and sample standard deviations over the two seeds: |a - b| / sqrt(2)
+    expected = [
+        {"strategy": "standard", "wall_time": (720.0, 240 / SQRT2), "best_val_error": (0.2, 0.2 / SQRT2),
+         "test_score": (0.75, 0.25 / SQRT2), "n_failed": 1, "time_reduction": ""},
+        {"strategy": "iis", "wall_time": (336.0, 48 / SQRT2), "best_val_error": (0.25, 0.2 / SQRT2),
+         "test_score": (0.625, 0.25 / SQRT2), "n_failed": 2, "time_reduction": 1 - 336 / 720},
+    ]
+    for rows in (returned, read_csv(layout.summary_table)):
+        assert [r["strategy"] for r in rows] == ["standard", "iis"]
+        for row, want in zip(rows, expected, strict=True):
+            assert (row["dataset"], row["optimizer"], int(row["n_seeds"])) == ("synthetic", "random", 2)
+            assert (int(row["n_evaluations"]), int(row["n_failed"]), row["test_metric"]) == (4, want["n_failed"], "accuracy")
+            for field in ("wall_time", "best_val_error", "test_score"):
+                assert float(row[f"{field}_mean"]) == pytest.approx(want[field][0], rel=1e-12)
+                assert float(row[f"{field}_std"]) == pytest.approx(want[field][1], rel=1e-12)
+            if want["time_reduction"] == "":
+                assert row["time_reduction"] == ""
+            else:
+                assert float(row["time_reduction"]) == pytest.approx(want["time_reduction"], rel=1e-12)
+
+
+def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
+    settings, layout = hand_study(tmp_path)
+    summarize(settings, layout.root)
+    verdicts = {r["metric"]: r["verdict"] for r in read_csv(layout.comparisons)}
+    assert layout.summary_markdown.read_text() == "\n".join([
+        "# Study `smoke`",
+        "",
+        "4 evaluations per run; standard: all at 32 px; iis: 2 at 16 px, 2 at 32 px; seeds [0, 1] (mean ± std over seeds).",
+        "",
+        "## synthetic: Time (seconds, as in Table 1 of the paper)",
+        "",
+        "| | random |",
+        "|---|---|",
+        "| standard | 720.0 ± 169.7 |",
+        "| iis | 336.0 ± 33.9 |",
+        "| time reduction | 53% |",
+        "",
+        "## synthetic: Best validation error (last stage)",
+        "",
+        "| | random |",
+        "|---|---|",
+        "| standard | 0.2000 ± 0.1414 |",
+        "| iis | 0.2500 ± 0.1414 |",
+        "",
+        "## synthetic: Test score (accuracy, mean of the retrainings)",
+        "",
+        "| | random |",
+        "|---|---|",
+        "| standard | 0.7500 ± 0.1768 |",
+        "| iis | 0.6250 ± 0.1768 |",
+        "",
+        "## synthetic: each strategy against standard, paired by seed",
+        "",
+        "Differences are strategy minus standard of the same seed (negative: less time, lower error; positive "
+        "test score: better). 95% confidence interval from Student's t, paired t-test and Wilcoxon signed-rank "
+        "test at the 5% level.",
+        "",
+        "**Fewer than 3 seeds: no interval or test is possible**; the differences below are single observations, "
+        "not evidence.",
+        "",
+        "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| random | iis | wall time (s) | 2 | -384.0 | – | – | – | no test |",
+        "| random | iis | best validation error | 2 | +0.0500 | – | – | – | no test |",
+        "| random | iis | test score | 2 | -0.1250 | – | – | – | no test |",
+        "",
+        f"- random: {verdicts['wall_time']}.",
+        f"- random: {verdicts['best_val_error']}.",
+        f"- random: {verdicts['test_score']}.",
+        "",
+    ])
+    # minutes: 720 +- 169.7 s and 336 +- 33.9 s
+    assert layout.table1.read_text() == "\n".join([
+        "# Table 1: time per strategy, study `smoke`",
+        "",
+        "## synthetic",
+        "",
+        "| strategy (minutes, mean ± std) | random (ours) |",
+        "|---|---|",
+        "| standard | 12.0 ± 2.8 |",
+        "| iis | 5.6 ± 0.6 |",
+        "| time reduction | 53% |",
+        "",
+    ])
+    assert json.loads(layout.metrics.read_text()) == {"synthetic": {"random": {
+        "standard": {"wall_time": 720.0, "best_val_error": 0.2, "test_score": 0.75},
+        "iis": {"wall_time": 336.0, "best_val_error": 0.25, "test_score": 0.625},
+        "iis_vs_standard": {
+            metric: {"mean_difference": mean, "ci_low": None, "ci_high": None, "p_ttest": None, "n_seeds": 2}
+            for metric, mean in (("wall_time", -384.0), ("best_val_error", 0.05), ("test_score", -0.125))
+        },
+    }}}
+    assert read_csv(layout.comparisons) == [
+        {"dataset": "synthetic", "optimizer": "random", "strategy": "iis", "baseline": "standard", "metric": metric,
+         "n_seeds": "2", "mean_difference": mean, "std": "", "ci_low": "", "ci_high": "", "p_ttest": "",
+         "p_wilcoxon": "", "beyond_noise": "", "verdict": verdicts[metric]}
+        for metric, mean in (("wall_time", "-384.0"), ("best_val_error", "0.04999999999999999"),
+                             ("test_score", "-0.125"))
+    ]
+
+
+def test_progress_rows_and_fig5_runs_of_the_hand_study(tmp_path: Path, figure_calls: list[tuple]) -> None:
+    settings, layout = hand_study(tmp_path)
+    summarize(settings, layout.root)
+    # best validation error so far within the stage, mean over the seeds that have one
+    assert read_csv(layout.progress("synthetic")) == [
+        {"evaluation": str(i), "series": series, "best_val_error": value}
+        for series, values in (("random-iis", ("0.7", "0.625", "0.25", "0.25")),
+                               ("random-standard", ("0.6", "0.35", "0.25", "0.2")))
+        for i, value in enumerate(values, start=1)
+    ]
+    [(fig_runs, title, stem)] = figure_calls
+    assert title == "synthetic, study smoke: best validation error so far (within each stage)"
+    assert stem == layout.progress_figure("synthetic")
+    assert [(r.optimizer, r.strategy, r.seed) for r in fig_runs] == [
+        ("random", "standard", 0), ("random", "standard", 1), ("random", "iis", 0), ("random", "iis", 1),
+    ]
+    for r in fig_runs:
+        made = HAND_RUNS[(r.strategy, r.seed)][0]
+        assert [[(t.status, t.val_error, t.elapsed) for t in stage] for stage in r.stages] == made
