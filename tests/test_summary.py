@@ -8,6 +8,7 @@ scipy directly from those made-up values.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import random
@@ -38,9 +39,16 @@ SEEDS = (0, 1, 2, 3)
 SQRT2 = math.sqrt(2)
 
 
+@functools.cache
+def composed(*overrides: str) -> Settings:
+    """The tiny configuration with ``overrides``, composed once (Hydra takes seconds, and
+    mutation testing reruns these tests per mutant)."""
+    return compose(*TINY, *overrides)
+
+
 def settings_with(seeds: tuple[int, ...], strategies: str = "[standard,iis,narrowing]") -> Settings:
-    return compose(*TINY, f"study.strategies={strategies}", "study.optimizers=[random,tpe]",
-                   f"study.seeds=[{','.join(map(str, seeds))}]")
+    return composed(f"study.strategies={strategies}", "study.optimizers=[random,tpe]",
+                    f"study.seeds=[{','.join(map(str, seeds))}]")
 
 
 @pytest.fixture(autouse=True)
@@ -94,15 +102,18 @@ def write_run(settings: Settings, layout: Layout, run: RunKey, rng: random.Rando
             "test_score": sum(scores) / 3}
 
 
-def provenances(settings: Settings) -> dict[int, Provenance]:
-    """One provenance per seed (made once: collecting it takes a while)."""
-    return {seed: provenance(settings.resolved, settings.overrides, "cpu", seed) for seed in settings.study.seeds}
+@functools.cache
+def made_provenance(seed: int) -> Provenance:
+    """A run's provenance (made once per seed: collecting package versions takes a while);
+    the summary does not read it."""
+    settings = composed()
+    return provenance(settings.resolved, settings.overrides, "cpu", seed)
 
 
 def make_study(tmp_path: Path, settings: Settings) -> tuple[Layout, dict[RunKey, dict[str, float]]]:
     layout = Layout(tmp_path / "results")
-    rng, prov = random.Random(7), provenances(settings)
-    truth = {run: write_run(settings, layout, run, rng, prov[run.seed]) for run in runs(settings.study)}
+    rng = random.Random(7)
+    truth = {run: write_run(settings, layout, run, rng, made_provenance(run.seed)) for run in runs(settings.study)}
     summarize(settings, layout.root)
     return layout, truth
 
@@ -204,11 +215,10 @@ HAND_RUNS: dict[tuple[str, int], tuple[list[list[MadeTrial]], list[int], list[fl
 
 
 def hand_study(tmp_path: Path) -> tuple[Settings, Layout]:
-    settings = compose(*TINY, "study.strategies=[standard,iis]", "study.optimizers=[random]", "study.seeds=[0,1]")
+    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random]", "study.seeds=[0,1]")
     layout = Layout(tmp_path / "results")
-    prov = provenances(settings)
     for (strategy, seed), files in HAND_RUNS.items():
-        write_files(settings, layout, RunKey("synthetic", "random", strategy, seed), prov[seed], *files)
+        write_files(settings, layout, RunKey("synthetic", "random", strategy, seed), made_provenance(seed), *files)
     return settings, layout
 
 
