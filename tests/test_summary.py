@@ -33,7 +33,19 @@ from iishpo.layout import (
 )
 from iishpo.provenance import Provenance, provenance
 from iishpo.store import Trial, TrialStore
-from iishpo.summary import summarize
+from iishpo.figures import PAPER_TABLE1
+from iishpo.summary import (
+    RunResult,
+    StaleResults,
+    compared_strategies,
+    comparisons,
+    load_run,
+    markdown,
+    progress_table,
+    summarize,
+    table1_markdown,
+    time_reduction,
+)
 
 SEEDS = (0, 1, 2, 3)
 SQRT2 = math.sqrt(2)
@@ -214,8 +226,11 @@ HAND_RUNS: dict[tuple[str, int], tuple[list[list[MadeTrial]], list[int], list[fl
 }
 
 
+HAND_STUDY = ("study.strategies=[standard,iis]", "study.optimizers=[random]", "study.seeds=[0,1]")
+
+
 def hand_study(tmp_path: Path) -> tuple[Settings, Layout]:
-    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random]", "study.seeds=[0,1]")
+    settings = composed(*HAND_STUDY)
     layout = Layout(tmp_path / "results")
     for (strategy, seed), files in HAND_RUNS.items():
         write_files(settings, layout, RunKey("synthetic", "random", strategy, seed), made_provenance(seed), *files)
@@ -357,3 +372,167 @@ def test_progress_rows_and_fig5_runs_of_the_hand_study(tmp_path: Path, figure_ca
     for r in fig_runs:
         made = HAND_RUNS[(r.strategy, r.seed)][0]
         assert [[(t.status, t.val_error, t.elapsed) for t in stage] for stage in r.stages] == made
+
+
+def test_a_run_counts_time_from_its_start_and_the_best_error_within_each_stage(tmp_path: Path) -> None:
+    settings, layout = hand_study(tmp_path)
+    run = load_run(settings, layout, RunKey("synthetic", "random", "iis", 0))
+    # stage 1 starts after stage 0's 120 s; its first trial failed, so it has no best yet
+    assert run.progress == [(1, 4.0, 0.7), (2, 8.0, 0.45), (3, 126.0, math.inf), (4, 132.0, 0.35)]
+    assert (run.wall_time, run.n_evaluations, run.n_failed, run.best_val_error) == (360.0, 4, 1, 0.35)
+    assert (run.test_score, run.test_metric, run.seed) == (0.5, "accuracy", 0)
+
+
+def test_a_last_stage_without_a_successful_trial_is_refused(tmp_path: Path) -> None:
+    settings, layout = composed(*HAND_STUDY), Layout(tmp_path / "results")
+    failed_last, failed_first = RunKey("synthetic", "random", "iis", 0), RunKey("synthetic", "random", "iis", 1)
+    write_files(settings, layout, failed_last, made_provenance(0),
+                [[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("fail", None, 6.0), ("fail", None, 12.0)]],
+                [0, 2], [120.0, 240.0], [0.5])
+    write_files(settings, layout, failed_first, made_provenance(1), *HAND_RUNS[("iis", 1)])
+    trials = layout.trials(stages(settings.study, failed_last)[-1].key)
+    with pytest.raises(ValueError) as error:
+        load_run(settings, layout, failed_last)
+    assert str(error.value) == f"{trials}: the last stage of {failed_last} has no successful trial"
+    # a first stage without one is fine: its best does not carry over
+    assert load_run(settings, layout, failed_first).best_val_error == 0.15
+
+
+def set_digest(record: Path, value: str) -> None:
+    data = json.loads(record.read_text())
+    data["config_digest"] = value
+    record.write_text(json.dumps(data))
+
+
+def test_files_of_another_configuration_are_named_and_nothing_is_written(tmp_path: Path) -> None:
+    settings, layout = hand_study(tmp_path)
+    stale_test = layout.test(RunKey("synthetic", "random", "standard", 0))
+    stale_stage = layout.stage_record(RunKey("synthetic", "random", "iis", 1).stage(0))
+    set_digest(stale_stage, "0123456789abcdef")
+    set_digest(stale_test, "0123456789abcdef")
+    with pytest.raises(StaleResults) as error:
+        summarize(settings, layout.root)
+    assert str(error.value) == (
+        "2 result files were made under another configuration than the current one (their config_digest "
+        f"differs): {stale_test}, {stale_stage}; run snakemake with the current configuration to redo them"
+    )
+    assert not layout.runs_table.exists() and not layout.summary_markdown.exists()
+
+
+def test_a_study_of_only_independent_runs_has_nothing_to_summarize(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as error:
+        summarize(composed("study.strategies=[independent]"), tmp_path / "results")
+    assert str(error.value) == (
+        "study 'smoke' has only the strategies ['independent']: nothing to summarize "
+        "(the summary reads the strategies other than ['independent'])"
+    )
+
+
+def result(dataset: str, optimizer: str, strategy: str, seed: int, wall_time: float = 1.0,
+           best_val_error: float = 0.5, test_score: float = 0.5,
+           progress: tuple[float, ...] = ()) -> RunResult:
+    """A run's numbers as the summary loads them (progress: the best error per evaluation)."""
+    return RunResult(dataset, optimizer, strategy, seed, wall_time, len(progress), 0, best_val_error, test_score,
+                     "accuracy", [(i + 1, float(i), e) for i, e in enumerate(progress)],
+                     figures.RunTrials(optimizer, strategy, seed, ()))
+
+
+def test_time_reduction_needs_both_strategies_and_a_positive_baseline_time() -> None:
+    rows = [
+        {"dataset": "a", "optimizer": "random", "strategy": "standard", "wall_time_mean": 100.0},
+        {"dataset": "a", "optimizer": "random", "strategy": "iis", "wall_time_mean": 25.0},
+        {"dataset": "a", "optimizer": "tpe", "strategy": "standard", "wall_time_mean": 0.0},
+        {"dataset": "a", "optimizer": "tpe", "strategy": "iis", "wall_time_mean": 10.0},
+        {"dataset": "b", "optimizer": "random", "strategy": "standard", "wall_time_mean": 50.0},
+        {"dataset": "b", "optimizer": "random", "strategy": "iis", "wall_time_mean": 40.0},
+        {"dataset": "b", "optimizer": "random", "strategy": "narrowing", "wall_time_mean": 60.0},
+    ]
+    assert time_reduction(rows, "a", "random") == 0.75
+    assert time_reduction(rows, "b", "random") == pytest.approx(0.2, rel=1e-12)
+    assert time_reduction(rows, "b", "random", "narrowing") == pytest.approx(-0.2, rel=1e-12)
+    assert time_reduction(rows, "a", "random", "narrowing") is None  # no narrowing run
+    assert time_reduction(rows[1:], "a", "random") is None  # no standard run
+    assert time_reduction(rows, "a", "tpe") is None  # a zero baseline time
+
+
+def test_strategies_are_compared_with_standard_in_a_fixed_order() -> None:
+    assert compared_strategies(["narrowing", "independent", "standard", "iis"]) == ["iis", "narrowing"]
+    assert compared_strategies(["narrowing", "iis"]) == []
+
+
+def test_comparisons_pair_the_seeds_that_have_both_runs() -> None:
+    runs_ = [
+        result("a", "random", "standard", 0, 10.0, 0.5, 0.75),
+        result("a", "random", "standard", 1, 20.0, 0.375, 0.625),
+        result("a", "random", "standard", 2, 30.0, 0.25, 0.5),
+        result("a", "random", "iis", 2, 12.0, 0.125, 0.75),
+        result("a", "random", "iis", 1, 8.0, 0.5, 0.5),
+        result("a", "random", "iis", 3, 1.0, 0.0625, 0.875),  # no standard run of seed 3
+        result("b", "tpe", "iis", 0, 5.0, 0.25, 0.875),
+        result("b", "tpe", "standard", 0, 10.0, 0.375, 0.75),
+    ]
+    out = comparisons(runs_, ["standard", "iis", "narrowing"])
+    assert [(d, o, c.strategy, c.baseline, c.metric, c.seeds, c.differences) for d, o, c in out] == [
+        ("a", "random", "iis", "standard", "wall_time", (1, 2), (-12.0, -18.0)),
+        ("a", "random", "iis", "standard", "best_val_error", (1, 2), (0.125, -0.125)),
+        ("a", "random", "iis", "standard", "test_score", (1, 2), (-0.125, 0.25)),
+        ("b", "tpe", "iis", "standard", "wall_time", (0,), (-5.0,)),
+        ("b", "tpe", "iis", "standard", "best_val_error", (0,), (-0.125,)),
+        ("b", "tpe", "iis", "standard", "test_score", (0,), (0.125,)),
+    ]
+    assert comparisons(runs_, ["iis"]) == []
+
+
+def test_progress_means_skip_runs_without_a_success_yet_and_shorter_runs() -> None:
+    inf = math.inf
+    runs_ = [
+        result("a", "tpe", "standard", 0, progress=(inf, 0.5, 0.25)),
+        result("a", "tpe", "standard", 1, progress=(inf, 0.75)),
+        result("a", "random", "iis", 0, progress=(0.5, 0.25)),
+        result("b", "random", "iis", 0, progress=(0.125,)),
+    ]
+    assert progress_table(runs_, "a") == [
+        {"evaluation": 1, "series": "random-iis", "best_val_error": 0.5},
+        {"evaluation": 2, "series": "random-iis", "best_val_error": 0.25},
+        {"evaluation": 2, "series": "tpe-standard", "best_val_error": 0.625},
+        {"evaluation": 3, "series": "tpe-standard", "best_val_error": 0.25},
+    ]
+    assert progress_table(runs_, "b") == [{"evaluation": 1, "series": "random-iis", "best_val_error": 0.125}]
+
+
+def test_table1_per_dataset_with_the_papers_numbers_in_the_paper_study() -> None:
+    settings = composed("study.datasets=[synthetic,stl10]", "study.name=paper", "study.optimizers=[random]",
+                        "study.strategies=[standard,iis]")
+    runs_ = [result("synthetic", "random", "standard", 0, 600.0), result("synthetic", "random", "iis", 0, 450.0),
+             result("stl10", "random", "standard", 0, 1200.0)]
+    assert table1_markdown(settings, runs_) == "\n".join([
+        "# Table 1: time per strategy, study `paper`",
+        "",
+        "## synthetic",
+        "",
+        "| strategy (minutes, mean ± std) | random (ours) | random (paper) |",
+        "|---|---|---|",
+        f"| standard | 10.0 ± 0.0 | {PAPER_TABLE1['random']['standard'][0]:.0f} ± {PAPER_TABLE1['random']['standard'][1]:.0f} |",
+        f"| iis | 7.5 ± 0.0 | {PAPER_TABLE1['random']['iis'][0]:.0f} ± {PAPER_TABLE1['random']['iis'][1]:.0f} |",
+        "| time reduction | 25% | 19% |",
+        "",
+        "",
+        "## stl10",
+        "",
+        "| strategy (minutes, mean ± std) | random (ours) | random (paper) |",
+        "|---|---|---|",
+        f"| standard | 20.0 ± 0.0 | {PAPER_TABLE1['random']['standard'][0]:.0f} ± {PAPER_TABLE1['random']['standard'][1]:.0f} |",
+        "",
+    ])
+
+
+def test_a_missing_run_leaves_a_dash_in_the_markdown() -> None:
+    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random,tpe]", "study.seeds=[0]")
+    rows = [{"dataset": "synthetic", "optimizer": "random", "strategy": s, "wall_time_mean": wall,
+             "wall_time_std": 0.0, "best_val_error_mean": 0.25, "best_val_error_std": 0.0,
+             "test_score_mean": 0.5, "test_score_std": 0.0} for s, wall in (("standard", 80.0), ("iis", 60.0))]
+    lines = markdown(settings, rows, []).splitlines()
+    assert "| standard | 80.0 ± 0.0 | – |" in lines and "| iis | 60.0 ± 0.0 | – |" in lines
+    assert "| time reduction | 25% | – |" in lines
+    assert "| standard | 0.2500 ± 0.0000 | – |" in lines and "| iis | 0.5000 ± 0.0000 | – |" in lines
+    assert "paired by seed" not in "\n".join(lines)
