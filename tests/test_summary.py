@@ -49,6 +49,7 @@ from iishpo.summary import (
 
 SEEDS = (0, 1, 2, 3)
 SQRT2 = math.sqrt(2)
+METRIC_WORDS = {"wall_time": "wall time (s)", "best_val_error": "best validation error", "test_score": "test score"}
 
 
 @functools.cache
@@ -104,7 +105,7 @@ def write_run(settings: Settings, layout: Layout, run: RunKey, rng: random.Rando
     for plan in stages(settings.study, run):
         elapsed, trials = 0.0, []
         for _ in range(plan.budget):
-            elapsed += rng.uniform(1.0, 20.0)
+            elapsed += rng.uniform(1.0, 20.0) * plan.resolution / 8  # smaller images train faster
             trials.append(("ok", round(rng.uniform(0.05, 0.9), 6), elapsed))
         stage_trials.append(trials)
         walls.append(elapsed + 0.5)
@@ -146,6 +147,7 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
     assert [(r["optimizer"], r["strategy"], r["metric"]) for r in rows] == expected_keys
     metrics = json.loads(layout.metrics.read_text())["synthetic"]
     summary = layout.summary_markdown.read_text()
+    summary_lines, beyond_noise = summary.splitlines(), set()
     for row in rows:
         d = [
             truth[RunKey("synthetic", row["optimizer"], row["strategy"], s)][row["metric"]]
@@ -167,9 +169,19 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
         assert float(row["p_ttest"]) == pytest.approx(p_t, rel=1e-9)
         assert float(row["p_wilcoxon"]) == pytest.approx(p_w, rel=1e-9)
         assert row["beyond_noise"] == str(p_t < 0.05)
-        assert row["verdict"] in summary
+        assert f"- {row['optimizer']}: {row['verdict']}." in summary_lines
+        fmt = "{:+.1f}" if row["metric"] == "wall_time" else "{:+.4f}"
+        assert (
+            f"| {row['optimizer']} | {row['strategy']} | {METRIC_WORDS[row['metric']]} | {n} | {fmt.format(mean)} "
+            f"| {fmt.format(mean - half)} .. {fmt.format(mean + half)} | {p_t:.3g} | {p_w:.3g} "
+            f"| {'yes' if p_t < 0.05 else 'no'} |"
+        ) in summary_lines
+        beyond_noise.add(p_t < 0.05)
         entry = metrics[row["optimizer"]][f"{row['strategy']}_vs_standard"][row["metric"]]
-        assert entry["mean_difference"] == round(mean, 6) and entry["p_ttest"] == round(p_t, 6)
+        assert entry == {"mean_difference": round(mean, 6), "ci_low": round(mean - half, 6),
+                         "ci_high": round(mean + half, 6), "p_ttest": round(p_t, 6), "n_seeds": n}
+    assert beyond_noise == {True, False}  # both words of the table are checked
+    assert "Fewer than" not in summary
 
 
 def test_fig5_files_are_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
