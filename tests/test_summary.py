@@ -181,6 +181,13 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
         assert entry == {"mean_difference": round(mean, 6), "ci_low": round(mean - half, 6),
                          "ci_high": round(mean + half, 6), "p_ttest": round(p_t, 6), "n_seeds": n}
     assert beyond_noise == {True, False}  # both words of the table are checked
+    for optimizer in ("random", "tpe"):
+        for strategy in ("standard", "iis", "narrowing"):
+            mean = {m: sum(truth[RunKey("synthetic", optimizer, strategy, s)][m] for s in SEEDS) / len(SEEDS)
+                    for m in ("wall_time", "best_val_error", "test_score")}
+            assert metrics[optimizer][strategy] == pytest.approx({
+                "wall_time": round(mean["wall_time"], 3), "best_val_error": round(mean["best_val_error"], 6),
+                "test_score": round(mean["test_score"], 6)}, abs=1e-12)
     assert "Fewer than" not in summary
 
 
@@ -195,6 +202,10 @@ def test_time_reductions_of_iis_and_narrowing_in_the_markdown(tmp_path: Path) ->
     settings = settings_with(SEEDS)
     layout, truth = make_study(tmp_path, settings)
     lines = layout.summary_markdown.read_text().splitlines()
+    assert lines[2] == (
+        "4 evaluations per run; standard: all at 32 px; iis: 2 at 16 px, 2 at 32 px; narrowing: 2 at 32 px, "
+        "2 at 32 px (IIS's stages and ranges); seeds [0, 1, 2, 3] (mean ± std over seeds)."
+    )
     for strategy, label in (("iis", "time reduction"), ("narrowing", "time reduction (narrowing)")):
         cells = []
         for optimizer in ("random", "tpe"):
@@ -458,6 +469,8 @@ def test_time_reduction_needs_both_strategies_and_a_positive_baseline_time() -> 
         {"dataset": "b", "optimizer": "random", "strategy": "standard", "wall_time_mean": 50.0},
         {"dataset": "b", "optimizer": "random", "strategy": "iis", "wall_time_mean": 40.0},
         {"dataset": "b", "optimizer": "random", "strategy": "narrowing", "wall_time_mean": 60.0},
+        {"dataset": "c", "optimizer": "random", "strategy": "standard", "wall_time_mean": 1.0},
+        {"dataset": "c", "optimizer": "random", "strategy": "iis", "wall_time_mean": 0.25},
     ]
     assert time_reduction(rows, "a", "random") == 0.75
     assert time_reduction(rows, "b", "random") == pytest.approx(0.2, rel=1e-12)
@@ -465,6 +478,7 @@ def test_time_reduction_needs_both_strategies_and_a_positive_baseline_time() -> 
     assert time_reduction(rows, "a", "random", "narrowing") is None  # no narrowing run
     assert time_reduction(rows[1:], "a", "random") is None  # no standard run
     assert time_reduction(rows, "a", "tpe") is None  # a zero baseline time
+    assert time_reduction(rows, "c", "random") == 0.75
 
 
 def test_strategies_are_compared_with_standard_in_a_fixed_order() -> None:
@@ -501,7 +515,8 @@ def test_progress_means_skip_runs_without_a_success_yet_and_shorter_runs() -> No
         result("a", "tpe", "standard", 0, progress=(inf, 0.5, 0.25)),
         result("a", "tpe", "standard", 1, progress=(inf, 0.75)),
         result("a", "random", "iis", 0, progress=(0.5, 0.25)),
-        result("b", "random", "iis", 0, progress=(0.125,)),
+        result("b", "random", "iis", 0, progress=(1 / 3,)),
+        result("b", "random", "iis", 1, progress=(0.0,)),
     ]
     assert progress_table(runs_, "a") == [
         {"evaluation": 1, "series": "random-iis", "best_val_error": 0.5},
@@ -509,7 +524,8 @@ def test_progress_means_skip_runs_without_a_success_yet_and_shorter_runs() -> No
         {"evaluation": 2, "series": "tpe-standard", "best_val_error": 0.625},
         {"evaluation": 3, "series": "tpe-standard", "best_val_error": 0.25},
     ]
-    assert progress_table(runs_, "b") == [{"evaluation": 1, "series": "random-iis", "best_val_error": 0.125}]
+    # rounded to 6 decimals: 1/6
+    assert progress_table(runs_, "b") == [{"evaluation": 1, "series": "random-iis", "best_val_error": 0.166667}]
 
 
 def test_table1_per_dataset_with_the_papers_numbers_in_the_paper_study() -> None:
