@@ -21,6 +21,7 @@ from helpers import TINY, compose
 from iishpo import figures
 from iishpo.artifacts import EvaluationRecord, StageRecord, write_record
 from iishpo.config import Settings
+from iishpo.figures import PAPER_TABLE1
 from iishpo.layout import (
     Layout,
     RunKey,
@@ -33,7 +34,6 @@ from iishpo.layout import (
 )
 from iishpo.provenance import Provenance, provenance
 from iishpo.store import Trial, TrialStore
-from iishpo.figures import PAPER_TABLE1
 from iishpo.summary import (
     RunResult,
     StaleResults,
@@ -227,9 +227,15 @@ def test_fewer_than_three_seeds_say_no_test_is_possible(tmp_path: Path) -> None:
     assert "Fewer than 3 seeds: no interval or test is possible" in layout.summary_markdown.read_text()
 
 
-def test_a_study_without_standard_has_no_comparisons(tmp_path: Path) -> None:
-    settings = settings_with((0,), "[iis]")
-    layout, _ = make_study(tmp_path, settings)
+def test_a_study_of_one_run_has_no_spread_and_no_comparisons(tmp_path: Path) -> None:
+    layout, truth = make_study(tmp_path, composed("study.strategies=[iis]", "study.optimizers=[random]",
+                                                  "study.seeds=[0]"))
+    [numbers] = truth.values()
+    [row] = read_csv(layout.runs_table)
+    assert (row["strategy"], float(row["wall_time"])) == ("iis", pytest.approx(numbers["wall_time"], rel=1e-12))
+    [row] = read_csv(layout.summary_table)
+    assert [row[f"{m}_std"] for m in ("wall_time", "best_val_error", "test_score")] == ["0.0", "0.0", "0.0"]
+    assert row["n_seeds"] == "1" and row["time_reduction"] == ""
     assert read_csv(layout.comparisons) == []
     assert "paired by seed" not in layout.summary_markdown.read_text()
 
@@ -328,12 +334,12 @@ def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
         "",
         "## synthetic: each strategy against standard, paired by seed",
         "",
-        "Differences are strategy minus standard of the same seed (negative: less time, lower error; positive "
-        "test score: better). 95% confidence interval from Student's t, paired t-test and Wilcoxon signed-rank "
-        "test at the 5% level.",
+        ("Differences are strategy minus standard of the same seed (negative: less time, lower error; positive "
+         "test score: better). 95% confidence interval from Student's t, paired t-test and Wilcoxon signed-rank "
+         "test at the 5% level."),
         "",
-        "**Fewer than 3 seeds: no interval or test is possible**; the differences below are single observations, "
-        "not evidence.",
+        ("**Fewer than 3 seeds: no interval or test is possible**; the differences below are single observations, "
+         "not evidence."),
         "",
         "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -347,7 +353,7 @@ def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
         "",
     ])
     # minutes: 720 +- 169.7 s and 336 +- 33.9 s
-    assert layout.table1.read_text() == "\n".join([
+    assert layout.table1.read_text().split("\n") == [
         "# Table 1: time per strategy, study `smoke`",
         "",
         "## synthetic",
@@ -358,7 +364,7 @@ def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
         "| iis | 5.6 ± 0.6 |",
         "| time reduction | 53% |",
         "",
-    ])
+    ]
     assert json.loads(layout.metrics.read_text()) == {"synthetic": {"random": {
         "standard": {"wall_time": 720.0, "best_val_error": 0.2, "test_score": 0.75},
         "iis": {"wall_time": 336.0, "best_val_error": 0.25, "test_score": 0.625},
@@ -533,7 +539,7 @@ def test_table1_per_dataset_with_the_papers_numbers_in_the_paper_study() -> None
                         "study.strategies=[standard,iis]")
     runs_ = [result("synthetic", "random", "standard", 0, 600.0), result("synthetic", "random", "iis", 0, 450.0),
              result("stl10", "random", "standard", 0, 1200.0)]
-    assert table1_markdown(settings, runs_) == "\n".join([
+    assert table1_markdown(settings, runs_).split("\n") == [
         "# Table 1: time per strategy, study `paper`",
         "",
         "## synthetic",
@@ -551,15 +557,17 @@ def test_table1_per_dataset_with_the_papers_numbers_in_the_paper_study() -> None
         "|---|---|---|",
         f"| standard | 20.0 ± 0.0 | {PAPER_TABLE1['random']['standard'][0]:.0f} ± {PAPER_TABLE1['random']['standard'][1]:.0f} |",
         "",
-    ])
+    ]
 
 
 def test_a_missing_run_leaves_a_dash_in_the_markdown() -> None:
-    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random,tpe]", "study.seeds=[0]")
+    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random,tpe]", "study.seeds=[0]",
+                        "study.ladder=[8,16,32]", "study.iis_budgets=[1,1,2]")
     rows = [{"dataset": "synthetic", "optimizer": "random", "strategy": s, "wall_time_mean": wall,
              "wall_time_std": 0.0, "best_val_error_mean": 0.25, "best_val_error_std": 0.0,
              "test_score_mean": 0.5, "test_score_std": 0.0} for s, wall in (("standard", 80.0), ("iis", 60.0))]
     lines = markdown(settings, rows, []).splitlines()
+    assert lines[2] == "4 evaluations per run; standard: all at 32 px; iis: 1 at 8 px, 1 at 16 px, 2 at 32 px; seeds [0] (mean ± std over seeds)."
     assert "| standard | 80.0 ± 0.0 | – |" in lines and "| iis | 60.0 ± 0.0 | – |" in lines
     assert "| time reduction | 25% | – |" in lines
     assert "| standard | 0.2500 ± 0.0000 | – |" in lines and "| iis | 0.5000 ± 0.0000 | – |" in lines
