@@ -561,14 +561,19 @@ def test_table1_per_dataset_with_the_papers_numbers_in_the_paper_study() -> None
 
 
 def test_a_missing_run_leaves_a_dash_in_the_markdown() -> None:
-    settings = composed("study.strategies=[standard,iis]", "study.optimizers=[random,tpe]", "study.seeds=[0]",
-                        "study.ladder=[8,16,32]", "study.iis_budgets=[1,1,2]")
+    settings = composed("study.strategies=[standard,iis,narrowing]", "study.optimizers=[random,tpe]",
+                        "study.seeds=[0]", "study.ladder=[8,16,32]", "study.iis_budgets=[1,1,2]")
     rows = [{"dataset": "synthetic", "optimizer": "random", "strategy": s, "wall_time_mean": wall,
              "wall_time_std": 0.0, "best_val_error_mean": 0.25, "best_val_error_std": 0.0,
              "test_score_mean": 0.5, "test_score_std": 0.0} for s, wall in (("standard", 80.0), ("iis", 60.0))]
     lines = markdown(settings, rows, []).splitlines()
-    assert lines[2] == "4 evaluations per run; standard: all at 32 px; iis: 1 at 8 px, 1 at 16 px, 2 at 32 px; seeds [0] (mean ± std over seeds)."
+    assert lines[2] == (
+        "4 evaluations per run; standard: all at 32 px; iis: 1 at 8 px, 1 at 16 px, 2 at 32 px; narrowing: 1 at "
+        "32 px, 1 at 32 px, 2 at 32 px (IIS's stages and ranges); seeds [0] (mean ± std over seeds)."
+    )
+    assert lines[6:8] == ["| | random | tpe |", "|---|---|---|"]
     assert "| standard | 80.0 ± 0.0 | – |" in lines and "| iis | 60.0 ± 0.0 | – |" in lines
-    assert "| time reduction | 25% | – |" in lines
+    assert "| time reduction | 25% | – |" in lines and "| time reduction (narrowing) | – | – |" in lines
+    assert "| narrowing | – | – |" in lines
     assert "| standard | 0.2500 ± 0.0000 | – |" in lines and "| iis | 0.5000 ± 0.0000 | – |" in lines
     assert "paired by seed" not in "\n".join(lines)
