@@ -206,13 +206,17 @@ def test_time_reductions_of_iis_and_narrowing_in_the_markdown(tmp_path: Path) ->
         "4 evaluations per run; standard: all at 32 px; iis: 2 at 16 px, 2 at 32 px; narrowing: 2 at 32 px, "
         "2 at 32 px (IIS's stages and ranges); seeds [0, 1, 2, 3] (mean ± std over seeds)."
     )
+    summary_rows = {(r["optimizer"], r["strategy"]): r for r in read_csv(layout.summary_table)}
     for strategy, label in (("iis", "time reduction"), ("narrowing", "time reduction (narrowing)")):
         cells = []
         for optimizer in ("random", "tpe"):
             mean = {s: sum(truth[RunKey("synthetic", optimizer, s, k)]["wall_time"] for k in SEEDS) / len(SEEDS)
                     for s in ("standard", strategy)}
-            cells.append(f"{1 - mean[strategy] / mean['standard']:.0%}")
+            reduction = 1 - mean[strategy] / mean["standard"]
+            cells.append(f"{reduction:.0%}")
+            assert float(summary_rows[(optimizer, strategy)]["time_reduction"]) == pytest.approx(reduction, rel=1e-9)
         assert f"| {label} | " + " | ".join(cells) + " |" in lines
+    assert summary_rows[("random", "standard")]["time_reduction"] == summary_rows[("tpe", "standard")]["time_reduction"] == ""
     table1 = layout.table1.read_text()
     assert "random (ours)" in table1 and "(paper)" not in table1  # the paper's numbers only in `paper`
 
@@ -244,13 +248,13 @@ def test_a_study_of_one_run_has_no_spread_and_no_comparisons(tmp_path: Path) -> 
 # Each run's trials per stage as (status, validation error, seconds since the stage began),
 # the failures each stage record counts, each stage's wall time and the test retrainings' scores.
 HAND_RUNS: dict[tuple[str, int], tuple[list[list[MadeTrial]], list[int], list[float], list[float]]] = {
-    ("standard", 0): ([[("fail", None, 3.0), ("ok", 0.5, 10.0), ("ok", 0.3, 25.0), ("ok", 0.4, 40.0)]],
+    ("standard", 0): ([[("failed", None, 3.0), ("ok", 0.5, 10.0), ("ok", 0.3, 25.0), ("ok", 0.4, 40.0)]],
                       [1], [600.0], [0.5, 0.75]),
     ("standard", 1): ([[("ok", 0.6, 5.0), ("ok", 0.2, 15.0), ("ok", 0.25, 30.0), ("ok", 0.1, 60.0)]],
                       [0], [840.0], [0.875]),
-    ("iis", 0): ([[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("fail", None, 6.0), ("ok", 0.35, 12.0)]],
+    ("iis", 0): ([[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("failed", None, 6.0), ("ok", 0.35, 12.0)]],
                  [0, 1], [120.0, 240.0], [0.5]),
-    ("iis", 1): ([[("fail", None, 2.0), ("ok", 0.8, 6.0)], [("ok", 0.25, 9.0), ("ok", 0.15, 16.0)]],
+    ("iis", 1): ([[("failed", None, 2.0), ("ok", 0.8, 6.0)], [("ok", 0.25, 9.0), ("ok", 0.15, 16.0)]],
                  [1, 0], [96.0, 216.0], [0.5, 1.0]),
 }
 
@@ -416,7 +420,7 @@ def test_a_last_stage_without_a_successful_trial_is_refused(tmp_path: Path) -> N
     settings, layout = composed(*HAND_STUDY), Layout(tmp_path / "results")
     failed_last, failed_first = RunKey("synthetic", "random", "iis", 0), RunKey("synthetic", "random", "iis", 1)
     write_files(settings, layout, failed_last, made_provenance(0),
-                [[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("fail", None, 6.0), ("fail", None, 12.0)]],
+                [[("ok", 0.7, 4.0), ("ok", 0.45, 8.0)], [("failed", None, 6.0), ("failed", None, 12.0)]],
                 [0, 2], [120.0, 240.0], [0.5])
     write_files(settings, layout, failed_first, made_provenance(1), *HAND_RUNS[("iis", 1)])
     trials = layout.trials(stages(settings.study, failed_last)[-1].key)
@@ -502,6 +506,9 @@ def test_comparisons_pair_the_seeds_that_have_both_runs() -> None:
         result("a", "random", "iis", 3, 1.0, 0.0625, 0.875),  # no standard run of seed 3
         result("b", "tpe", "iis", 0, 5.0, 0.25, 0.875),
         result("b", "tpe", "standard", 0, 10.0, 0.375, 0.75),
+        result("c", "tpe", "standard", 0, 10.0, 0.5, 0.5),
+        result("c", "tpe", "iis", 1, 4.0, 0.5, 0.5),  # no pair: no iis comparison, narrowing's still made
+        result("c", "tpe", "narrowing", 0, 6.0, 0.25, 0.625),
     ]
     out = comparisons(runs_, ["standard", "iis", "narrowing"])
     assert [(d, o, c.strategy, c.baseline, c.metric, c.seeds, c.differences) for d, o, c in out] == [
@@ -511,6 +518,9 @@ def test_comparisons_pair_the_seeds_that_have_both_runs() -> None:
         ("b", "tpe", "iis", "standard", "wall_time", (0,), (-5.0,)),
         ("b", "tpe", "iis", "standard", "best_val_error", (0,), (-0.125,)),
         ("b", "tpe", "iis", "standard", "test_score", (0,), (0.125,)),
+        ("c", "tpe", "narrowing", "standard", "wall_time", (0,), (-4.0,)),
+        ("c", "tpe", "narrowing", "standard", "best_val_error", (0,), (-0.25,)),
+        ("c", "tpe", "narrowing", "standard", "test_score", (0,), (0.125,)),
     ]
     assert comparisons(runs_, ["iis"]) == []
 
