@@ -6,12 +6,12 @@
 #
 #   tests/mutation/run.sh MODULE [MUTANT_NAME ...]
 #
-# MODULE is one of ranges, evidence, model, space, training, evaluation. Show a mutant's diff
-# with `(cd mutants/MODULE && ../../.venv/bin/mutmut show NAME)`.
+# MODULE is one of ranges, evidence, model, space, training, evaluation, summary. Show a
+# mutant's diff with `(cd mutants/MODULE && ../../.venv/bin/mutmut show NAME)`.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation)"}
+module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation|summary)"}
 shift
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 
@@ -23,7 +23,8 @@ case $module in
   space) mutate=(space.py); tests=(tests/test_space.py) ;;
   training) mutate=(training.py classifier.py); tests=(tests/test_training.py) ;;
   evaluation) mutate=(evaluation.py); tests=(tests/test_evaluation.py) ;;
-  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation" >&2
+  summary) mutate=(summary.py); tests=(tests/test_summary.py) ;;
+  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary" >&2
      exit 2 ;;
 esac
 
