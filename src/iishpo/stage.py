@@ -158,11 +158,11 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
     :class:`StageInterrupted` on SIGINT/SIGTERM; either way the journal keeps every
     finished trial and no output is written.
     """
+    journal = journal_path(settings, key, data_file, ranges_file, out_dir)
     with _Signals() as signals:
         try:
-            return _run(settings, key, data_file, ranges_file, out_dir, signals)
+            return _run(settings, key, data_file, ranges_file, out_dir, journal, signals)
         except StageInterrupted as stop:
-            journal = journal_path(settings, key, data_file, ranges_file, out_dir)
             done = journal.read_bytes().count(b"\n") if journal.exists() else 0
             log.warning(
                 "%s: %s after %d finished evaluations, all kept in %s; run again to resume",
@@ -173,7 +173,7 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
 
 def _run(
     settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path,
-    signals: _Signals,
+    journal: Path, signals: _Signals,
 ) -> StageRecord:
     study = settings.study
     stages = study.stages(key.strategy)
@@ -185,7 +185,7 @@ def _run(
         seed=derive_seed(key.seed, Stream.OPTIMIZER, key.stage),
         initial_points=initial, settings=settings.optimizers[key.optimizer],
     )
-    store = TrialStore(journal_path(settings, key, data_file, ranges_file, out_dir))
+    store = TrialStore(journal)
     others = [p.name for p in sorted(out_dir.glob(JOURNALS)) if p != store.path]
     if others:
         log.info("%s: not resuming %s (journals of other inputs; kept)", key.label(), ", ".join(others))
