@@ -91,6 +91,9 @@ def test_smoke_study_on_slurm_equals_a_local_run(cluster: Path, tmp_path: Path) 
     assert len(expected) == 12  # 4 optimizers x (1 standard + 2 iis stages)
     assert trials_of(on_slurm) == expected
     assert (on_slurm / "results" / "smoke" / "summary.md").is_file()
+    # the local run forked its trainings from a warm worker, the SLURM jobs were processes
+    assert "ran ['run-stage']" in (local / ".snakemake" / "iishpo-worker.log").read_text()
+    assert not (on_slurm / ".snakemake" / "iishpo-worker.log").exists()
 
 
 def slurm_log_of(output: str, rule: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONF, TINY, compose, journal_in
+from helpers import CONF, REPO, TINY, compose, journal_in
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.stage import SUMMARY, TRIALS
@@ -187,3 +188,28 @@ def test_the_client_imports_nothing_heavy() -> None:
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     heavy = {"torch", "lightning", "hydra", "omegaconf", "numpy", "smac", "hyperopt"}
     assert not heavy & {m.split(".")[0] for m in modules}
+
+
+def record_configuration(workdir: Path, *flags: str, warm_worker: bool = True) -> subprocess.CompletedProcess[str]:
+    """A real local Snakemake run of this repository with one light job."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "record_configuration", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(workdir), "--cores", "1", *flags,
+         "--config", f"overrides=study=smoke resources.warm_worker={str(warm_worker).lower()}"],
+        capture_output=True, text=True, env=env_for(workdir, None), timeout=600, check=True,
+    )
+
+
+def test_a_local_run_starts_a_warm_worker_and_stops_it_at_the_end(tmp_path: Path) -> None:
+    result = record_configuration(tmp_path)
+    started = re.search(r"a warm worker \(pid (\d+)\) runs the training jobs", result.stderr)
+    assert started, result.stderr[-3000:]
+    assert not Path(f"/proc/{started.group(1)}").exists()
+    assert (tmp_path / ".snakemake" / "iishpo-worker.log").exists()
+
+
+@pytest.mark.parametrize(("flags", "warm_worker"), [(("--dry-run",), True), ((), False)])
+def test_no_warm_worker_for_a_dry_run_or_when_switched_off(tmp_path: Path, flags: tuple[str, ...], warm_worker: bool) -> None:
+    result = record_configuration(tmp_path, *flags, warm_worker=warm_worker)
+    assert "warm worker" not in result.stderr
+    assert not (tmp_path / ".snakemake" / "iishpo-worker.log").exists()

@@ -301,6 +301,19 @@ def test_summary_refuses_results_of_another_configuration(finished_study: Path, 
     }
 
 
+def test_every_training_job_ran_in_the_warm_worker(finished_study: Path, settings: Settings) -> None:
+    """The local run forked each run_stage and evaluate_test job from one warm worker (the
+    trials are those of a fresh process: tests/test_worker.py), and stopped it."""
+    notes = (finished_study / ".snakemake" / "iishpo-worker.log").read_text()
+    ran = re.findall(r"ran \['([a-z-]+)'\] in (\S+) as pid \d+: exit (\d+)", notes)
+    n_stages = sum(len(stages(settings.study, run)) for run in runs(settings.study))
+    expected = ["evaluate-test"] * len(runs(settings.study)) + ["run-stage"] * n_stages
+    assert sorted(command for command, _, _ in ran) == expected
+    assert {(cwd, code) for _, cwd, code in ran} == {(str(finished_study), "0")}
+    socket = re.search(r"serving on (\S+)", notes)
+    assert socket and not Path(socket.group(1)).parent.exists()
+
+
 # -- reruns -------------------------------------------------------------------------------
 
 

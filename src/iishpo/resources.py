@@ -93,6 +93,15 @@ class Resources:
     light: Light
     training: Training
     gpus: Gpus
+    #: a local run's training jobs are forked from one process that imported torch and
+    #: Lightning once (:mod:`iishpo.worker`); never on a cluster, never for GPU jobs
+    warm_worker: bool
+
+    @property
+    def uses_warm_worker(self) -> bool:
+        """Whether a local run starts a warm worker: asked for, and the jobs train on the
+        CPU (a process that may have touched CUDA cannot hand it to forked children)."""
+        return self.warm_worker and self.training.gpus == 0
 
 
 def from_config(raw: Any) -> Resources:

@@ -31,10 +31,14 @@ import argparse
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -51,6 +55,8 @@ _PARENT_POLL_S = 2.0
 #: the signals a client passes on to its command
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _PR_SET_PDEATHSIG = 1
+#: seconds a starting worker has to bind its socket (its imports come after)
+_BIND_TIMEOUT_S = 60.0
 #: read once at interpreter start: a job with other values must not run in this worker
 STARTUP_VARIABLES = ("PYTHONHASHSEED", "PYTHONPATH", "PYTHONSAFEPATH")
 
@@ -105,6 +111,64 @@ def run_via_worker(argv: list[str]) -> int | None:
     return int(reply.split()[1])
 
 
+class LocalWorker:
+    """The warm worker of one local Snakemake run: started when the run starts its jobs,
+    stopped when it ends (and gone with Snakemake in any case, by ``--parent-pid``).
+
+    It runs in a session of its own, so that Ctrl-C in the terminal reaches the jobs'
+    clients, which pass it on to their commands, and not the worker. Its socket lives in a
+    fresh temporary directory: a unix socket path has at most 107 bytes, and a working
+    directory may be deep or on a shared file system. Jobs find it through
+    :data:`SOCKET_VARIABLE`, which :meth:`start` sets in this process's environment for
+    the jobs it spawns.
+    """
+
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self.env = env or {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._directory: Path | None = None
+
+    def start(self) -> bool:
+        """Start the worker; False (and a note on stderr) when it could not start."""
+        self._directory = Path(tempfile.mkdtemp(prefix="iishpo-worker-"))
+        path = self._directory / "worker.sock"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "iishpo.worker", "--socket", str(path), "--parent-pid", str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _BIND_TIMEOUT_S
+        while not path.exists() and self._process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not path.exists():
+            self.stop()
+            print(f"iishpo: the warm worker did not start (see {self.log}); every job imports "
+                  "torch and Lightning itself", file=sys.stderr)
+            return False
+        os.environ[SOCKET_VARIABLE] = str(path)
+        print(f"iishpo: a warm worker (pid {self._process.pid}) runs the training jobs (log: {self.log})",
+              file=sys.stderr)
+        return True
+
+    def stop(self) -> None:
+        """Stop the worker and remove its socket; commands still running are not touched."""
+        os.environ.pop(SOCKET_VARIABLE, None)
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
+
+
 # -- worker ---------------------------------------------------------------------------
 
 
@@ -122,15 +186,16 @@ def preload() -> None:
 
 
 def serve(path: Path, parent_pid: int | None = None) -> None:
-    """Accept jobs on ``path`` until SIGTERM/SIGINT or until ``parent_pid`` is gone."""
-    preload()
+    """Accept jobs on ``path`` until SIGTERM/SIGINT or until ``parent_pid`` is gone.
+
+    The socket listens before the imports: a client that connects meanwhile waits in the
+    backlog for the worker to be ready instead of paying the imports itself.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(64)
-    _note(f"serving on {path}")
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
 
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(0)
@@ -138,6 +203,9 @@ def serve(path: Path, parent_pid: int | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     try:
+        preload()
+        _note(f"serving on {path}")
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # sessions are reaped by the kernel
         while parent_pid is None or _alive(parent_pid):
             if not select.select([listener], [], [], _PARENT_POLL_S)[0]:
                 continue
