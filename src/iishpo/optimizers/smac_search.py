@@ -14,7 +14,9 @@ stage runner owns the loop. Choices that differ from SMAC's defaults, and why:
   *before* the Sobol points; the whole design is cut to the budget.
 * ``retrain_after=1``: the surrogate is refitted after every trial (SMAC refits after 8 to
   save time, which is nothing next to training a CNN, and would leave small stages with
-  almost no model-based proposals).
+  almost no model-based proposals), until the history is long: then every
+  ``n // retrain_scale`` trials (:class:`_ScheduledConfigSelector`), since a fit and its
+  acquisition search cost over a second at the paper's 1500 trials.
 * SMAC writes its run history into a private temporary directory, removed with the
   optimizer, and never saves it per trial: resuming replays the stored trials instead.
 * The forest is the facade's, but single-threaded and without sklearn's 2**20-leaf cap
