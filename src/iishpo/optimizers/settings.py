@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 #: hyperopt's cap on the size of TPE's good group (``hyperopt.tpe.DEFAULT_LF``, not
 #: imported here): the best trials TPE keeps when it bounds its history
 TPE_GOOD_CAP = 25
