@@ -109,6 +109,8 @@ def test_narrowing_runs_the_iis_budgets_at_the_largest_resolution() -> None:
         (["+optimizers.random.seed=3"], "optimizers.random: unknown keys ['seed']"),
         (["optimizers.smac.initial_fraction=2"], "optimizers.smac: initial_fraction must be in [0, 1]"),
         (["optimizers.smac.retrain_after=0"], "optimizers.smac: retrain_after must be >= 1"),
+        (["optimizers.smac.retrain_scale=0"], "optimizers.smac: retrain_scale must be >= 1, got 0"),
+        (["optimizers.tpe.max_history=30"], "optimizers.tpe: max_history must be >= 50 (the 25 best trials"),
         (["+optimizers.annealing={}"], "['annealing'] are not registered optimizers"),
         (["study.ranges.rule=quantile"], "study.ranges.rule 'quantile' is not a range-extraction rule; allowed: ('evidence', 'hull')"),
         (["study.ranges.min_width=0"], "study.ranges.min_width must be in (0, 1]"),

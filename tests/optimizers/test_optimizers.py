@@ -275,6 +275,27 @@ class TestTPE(OptimizerContract):
         optimizer = create_optimizer("tpe", space_at(16), budget=budget, seed=0, settings=shipped_settings("tpe"))
         assert isinstance(optimizer, TPE) and optimizer.n_startup == expected
 
+    def test_model_is_fitted_on_the_best_and_the_most_recent_beyond_max_history(self) -> None:
+        space, budget, limit = space_at(16), 80, 50
+        settings = settings_for("tpe", max_history=limit)
+        tpe = create_optimizer("tpe", space, budget=budget, seed=6, settings=settings)
+        assert isinstance(tpe, TPE)
+        losses = []
+        for told in range(budget):
+            trials, gamma = tpe.model_history()
+            if told <= limit:  # the whole history, hyperopt's own gamma
+                assert trials is tpe._trials and gamma == settings.gamma
+            config = tpe.ask()
+            losses.append(objective(config, space))
+            tpe.tell(config, losses[-1])
+        trials, gamma = tpe.model_history()
+        best = sorted(range(budget), key=lambda t: (losses[t], t))[:25]
+        recent = [t for t in range(budget - 1, -1, -1) if t not in best][: limit - 25]
+        assert [doc["tid"] for doc in trials.trials] == sorted(best + recent)
+        assert [doc["result"]["loss"] for doc in trials.trials] == [losses[t] for t in sorted(best + recent)]
+        # hyperopt's good group: ceil(gamma * sqrt(n)) of n trials, as for all 80 (3), not 50 (2)
+        assert math.ceil(gamma * math.sqrt(limit)) == math.ceil(0.25 * math.sqrt(budget)) == 3
+
     def test_startup_proposals_are_random_search_then_the_model_takes_over(self) -> None:
         space, budget = space_at(16), 20
         n_startup = shipped_settings("tpe").n_startup(budget)
@@ -339,6 +360,21 @@ class TestSMAC(OptimizerContract):
             smac.tell(config, objective(config, space))
         assert all("Initial Design" in o for o in origins[:n_initial]), origins
         assert not any("Initial Design" in o for o in origins[n_initial:]), origins
+
+    def test_forest_is_refitted_on_a_schedule_that_stretches_with_the_history(self) -> None:
+        space, budget = space_at(16), 40
+        settings = settings_for("smac", retrain_scale=5)
+        smac = create_optimizer("smac", space, budget=budget, seed=1, settings=settings)
+        model = smac._smac._model  # type: ignore[attr-defined]
+        fitted_on: list[int] = []
+        train = model.train
+        model.train = lambda X, Y: (fitted_on.append(len(X)), train(X, Y))[1]
+        for _ in range(budget):
+            config = smac.ask()
+            smac.tell(config, objective(config, space))
+        # after the 10 initial points: a fit every max(1, n // 5) trials of n told
+        assert settings.n_initial(budget, 0) == 10
+        assert fitted_on == [10, 12, 14, 16, 19, 22, 26, 31, 37]
 
 
 def test_every_registered_optimizer_has_a_contract() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import partial
 from typing import Any
 
 from hyperopt import hp, rand, tpe
@@ -132,22 +131,54 @@ class TPE(_HyperoptOptimizer):
 
     hyperopt's default ``n_startup_jobs=20`` would make any stage of <= 20 evaluations
     pure random search, so the start-up is ``max(min_startup, startup_fraction * budget)``.
+
+    hyperopt's cost per proposal grows with the history (its quantized log-normal
+    densities loop over every trial in Python), so beyond ``max_history`` trials the
+    densities are fitted on the best ones (as many as hyperopt's cap on its good group,
+    which therefore stays the one of the whole history) and the most recent ones. The
+    good group's size, ``ceil(gamma * sqrt(n))``, is kept at that of the whole history
+    by the gamma handed to hyperopt.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         settings: TPESettings = self.settings
         self.n_startup = settings.n_startup(self.budget)
-        self._algo = partial(
-            tpe.suggest,
-            n_startup_jobs=self.n_startup,
-            gamma=settings.gamma,
-            n_EI_candidates=settings.n_ei_candidates,
-        )
 
     def _suggest(self, tid: int) -> dict[str, list[Any]]:
-        (doc,) = self._algo([tid], self._domain, self._trials, self._seed(tid))
+        if tid < self.n_startup:  # what tpe.suggest does before its start-up count
+            (doc,) = rand.suggest([tid], self._domain, self._trials, self._seed(tid))
+        else:
+            settings: TPESettings = self.settings
+            trials, gamma = self.model_history()
+            (doc,) = tpe.suggest(
+                [tid],
+                self._domain,
+                trials,
+                self._seed(tid),
+                n_startup_jobs=0,
+                gamma=gamma,
+                n_EI_candidates=settings.n_ei_candidates,
+            )
         return _plain_vals(doc["misc"]["vals"])
+
+    def model_history(self) -> tuple[Trials, float]:
+        """The trials the densities are fitted on, and the gamma that keeps the good group."""
+        settings: TPESettings = self.settings
+        docs = self._trials.trials
+        if len(docs) <= settings.max_history:
+            return self._trials, settings.gamma
+        by_loss = sorted(range(len(docs)), key=lambda i: (docs[i]["result"]["loss"], i))
+        kept = set(by_loss[: tpe.DEFAULT_LF])
+        for index in reversed(range(len(docs))):
+            if len(kept) == settings.max_history:
+                break
+            kept.add(index)
+        history = Trials()
+        history.insert_trial_docs([docs[i] for i in sorted(kept)])
+        history.refresh()
+        n_good = min(math.ceil(settings.gamma * math.sqrt(len(docs))), tpe.DEFAULT_LF)
+        return history, (n_good - 0.5) / math.sqrt(len(kept))
 
 
 def _label(name: str, count: int) -> str:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: hyperopt's cap on the size of TPE's good group (``hyperopt.tpe.DEFAULT_LF``, not
+#: imported here): the best trials TPE keeps when it bounds its history
+TPE_GOOD_CAP = 25
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -32,12 +36,18 @@ class TPESettings:
     min_startup: int
     gamma: float
     n_ei_candidates: int
+    max_history: int
 
     def __post_init__(self) -> None:
         _check(0 <= self.startup_fraction <= 1, f"startup_fraction must be in [0, 1], got {self.startup_fraction}")
         _check(self.min_startup >= 1, f"min_startup must be >= 1, got {self.min_startup}")
         _check(0 < self.gamma < 1, f"gamma must be in (0, 1), got {self.gamma}")
         _check(self.n_ei_candidates >= 1, f"n_ei_candidates must be >= 1, got {self.n_ei_candidates}")
+        _check(
+            self.max_history >= 2 * TPE_GOOD_CAP,
+            f"max_history must be >= {2 * TPE_GOOD_CAP} (the {TPE_GOOD_CAP} best trials, as many recent ones), "
+            f"got {self.max_history}",
+        )
 
     def n_startup(self, budget: int) -> int:
         """Random proposals before the density model: ``max(min_startup, ceil(fraction * budget))``."""
@@ -88,6 +98,7 @@ class SMACSettings:
     initial_fraction: float
     min_initial: int
     retrain_after: int
+    retrain_scale: int
     random_probability: float
     challengers: int
     local_search_iterations: int
@@ -96,6 +107,7 @@ class SMACSettings:
         _check(0 <= self.initial_fraction <= 1, f"initial_fraction must be in [0, 1], got {self.initial_fraction}")
         _check(self.min_initial >= 1, f"min_initial must be >= 1, got {self.min_initial}")
         _check(self.retrain_after >= 1, f"retrain_after must be >= 1, got {self.retrain_after}")
+        _check(self.retrain_scale >= 1, f"retrain_scale must be >= 1, got {self.retrain_scale}")
         _check(
             0 <= self.random_probability <= 1,
             f"random_probability must be in [0, 1], got {self.random_probability}",
@@ -109,3 +121,8 @@ class SMACSettings:
     def n_initial(self, budget: int, n_points: int) -> int:
         """Sobol points of the initial design, after ``n_points`` given initial points."""
         return min(budget - n_points, max(self.min_initial, math.ceil(self.initial_fraction * budget)))
+
+    def retrain_interval(self, n_trials: int) -> int:
+        """Trials between two fits of the forest, once it has ``n_trials`` to fit:
+        ``max(retrain_after, n_trials // retrain_scale)``."""
+        return max(self.retrain_after, n_trials // self.retrain_scale)

@@ -14,7 +14,9 @@ stage runner owns the loop. Choices that differ from SMAC's defaults, and why:
   *before* the Sobol points; the whole design is cut to the budget.
 * ``retrain_after=1``: the surrogate is refitted after every trial (SMAC refits after 8 to
   save time, which is nothing next to training a CNN, and would leave small stages with
-  almost no model-based proposals).
+  almost no model-based proposals), until the history is long: then every
+  ``n // retrain_scale`` trials (:class:`_ScheduledConfigSelector`), since a fit and its
+  acquisition search cost over a second at the paper's 1500 trials.
 * SMAC writes its run history into a private temporary directory, removed with the
   optimizer, and never saves it per trial: resuming replays the stored trials instead.
 * The forest is the facade's, but single-threaded and without sklearn's 2**20-leaf cap
@@ -56,6 +58,8 @@ from ConfigSpace import (
 from smac import HyperparameterOptimizationFacade, Scenario
 from smac.acquisition.maximizer import LocalAndSortedRandomSearch, LocalSearch
 from smac.initial_design import SobolInitialDesign
+from smac.intensifier import Intensifier
+from smac.main.config_selector import ConfigSelector
 from smac.main.exceptions import ConfigurationSpaceExhaustedException
 from smac.model.random_forest import RandomForest
 from smac.model.random_forest.random_forest import EPMRandomForest
@@ -116,6 +120,7 @@ class SMAC(Optimizer):
                 n_jobs=1,
             ),
             initial_design=design,
+            intensifier=_IndexedIntensifier(scenario, max_config_calls=3, max_incumbents=10),
             acquisition_maximizer=_OrderedLocalAndSortedRandomSearch(
                 self.configspace,
                 challengers=settings.challengers,
@@ -123,7 +128,7 @@ class SMAC(Optimizer):
                 seed=scenario.seed,
             ),
             random_design=facade.get_random_design(scenario, probability=settings.random_probability),
-            config_selector=facade.get_config_selector(scenario, retrain_after=settings.retrain_after),
+            config_selector=_ScheduledConfigSelector(scenario, settings=settings),
             logging_level=False,
             overwrite=True,
         )
@@ -212,6 +217,85 @@ class _DirectRandomForest(RandomForest):
         self._rf = _DirectForest(**self._rf_opts)
         self._rf.fit(X, y.flatten())
         return self
+
+
+class _ConfigList(list):  # type: ignore[type-arg]
+    """A list of configurations whose membership test is a hash lookup.
+
+    SMAC keeps the configurations it has handed out in a plain list and tests every new
+    one against it: a full scan, each comparison building two dicts (about 0.2 s per
+    proposal at 1500 trials). The key is the very dict those comparisons compare (numpy
+    scalars hash as the equal Python numbers), so the answer is the list's.
+    """
+
+    def __init__(self, configs: Any = ()) -> None:
+        super().__init__(configs)
+        self._members = {_values_key(c) for c in self}
+
+    def append(self, config: Configuration) -> None:
+        super().append(config)
+        self._members.add(_values_key(config))
+
+    def __contains__(self, config: object) -> bool:
+        return isinstance(config, Configuration) and _values_key(config) in self._members
+
+
+class _RejectedConfigs(list):  # type: ignore[type-arg]
+    """The intensifier's rejected configurations, tested by their run-history id: one
+    lookup, not a scan. The same answer, since no two configurations SMAC handed out
+    are equal (:class:`_ConfigList`)."""
+
+    def __init__(self, configs: list[Configuration], ids: list[int], config_ids: dict[Configuration, int]) -> None:
+        super().__init__(configs)
+        self._ids = set(ids)
+        self._config_ids = config_ids
+
+    def __contains__(self, config: object) -> bool:
+        return self._config_ids.get(config) in self._ids  # type: ignore[call-overload]
+
+
+class _IndexedIntensifier(Intensifier):
+    """The facade's intensifier, its test for rejected configurations by id."""
+
+    def get_rejected_configs(self) -> list[Configuration]:
+        return _RejectedConfigs(super().get_rejected_configs(), self._rejected_config_ids, self.runhistory.config_ids)
+
+
+class _ScheduledConfigSelector(ConfigSelector):
+    """SMAC's configuration selector (as the facade's, 16 retries), with three changes.
+
+    * The forest is refitted on a schedule that stretches with the history:
+      :meth:`SMACSettings.retrain_interval` trials per fit, set when SMAC collects the
+      data for a fit. Between fits, SMAC hands out the next-best challengers of the same
+      acquisition search, as with its own ``retrain_after``.
+    * The predicted best of the evaluated configurations (the incumbent of expected
+      improvement) comes from one prediction of all of them, not one per configuration:
+      the same trees give the same numbers, and the first minimum wins as before.
+    * The configurations handed out are a :class:`_ConfigList`.
+    """
+
+    @property
+    def _processed_configs(self) -> _ConfigList:
+        return self._handed_out
+
+    @_processed_configs.setter
+    def _processed_configs(self, configs: list[Configuration]) -> None:
+        self._handed_out = _ConfigList(configs)
+
+    def __init__(self, scenario: Scenario, *, settings: SMACSettings) -> None:
+        super().__init__(scenario, retrain_after=settings.retrain_after, max_new_config_tries=16)
+        self._settings = settings
+
+    def _collect_data(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        X, Y, configs = super()._collect_data()
+        self._retrain_after = self._settings.retrain_interval(X.shape[0])
+        return X, Y, configs
+
+    def _get_x_best(self, X: np.ndarray) -> tuple[np.ndarray, float]:
+        assert self._model is not None
+        means, _ = self._model.predict_marginalized(X)
+        best = int(np.argmin(means[:, 0]))
+        return X[best], float(means[best, 0])
 
 
 class _PointsFirstDesign(SobolInitialDesign):
@@ -310,6 +394,11 @@ def _decode(p: Param, raw: Any) -> Any:
         return matches[0] if matches else p.clip(raw)
     value = raw.item() if hasattr(raw, "item") else raw
     return p.clip(value)
+
+
+def _values_key(config: Configuration) -> tuple[tuple[str, Any], ...]:
+    """What ``Configuration.__eq__`` compares (within one space), hashable."""
+    return tuple(dict(config).items())
 
 
 def _key(config: Config) -> tuple[Any, ...]:
