@@ -202,7 +202,7 @@ def record_configuration(workdir: Path, *flags: str, warm_worker: bool = True) -
 
 def test_a_local_run_starts_a_warm_worker_and_stops_it_at_the_end(tmp_path: Path) -> None:
     result = record_configuration(tmp_path)
-    started = re.search(r"a warm worker \(pid (\d+)\) runs the training jobs", result.stderr)
+    started = re.search(r"a warm worker \(pid (\d+)\) runs the jobs", result.stderr)
     assert started, result.stderr[-3000:]
     assert not Path(f"/proc/{started.group(1)}").exists()
     assert (tmp_path / ".snakemake" / "iishpo-worker.log").exists()

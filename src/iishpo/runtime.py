@@ -13,8 +13,7 @@ import logging
 import os
 import warnings
 
-#: the commands that train models: configured for it before the first training, and run
-#: by the warm worker when there is one (:mod:`iishpo.worker`)
+#: the commands that train models: configured for it before the first training
 TRAINING_COMMANDS = ("run-stage", "evaluate-test")
 
 #: PyTorch's CPU convolutions (oneDNN) keep compiled kernels per input shape in two LRU

@@ -1,5 +1,5 @@
 """A warm worker: one process per machine that has imported torch, Lightning, Hydra and
-the optimizers once, and forks a child for each training job.
+the optimizers once, and forks a child for each job of a local run.
 
 Importing them takes 8-9 s on a loaded 2-core machine (``import lightning`` alone pulls
 in torchmetrics, scipy.signal and torch._dynamo through Lightning's version checks and
@@ -42,8 +42,6 @@ import time
 import traceback
 from pathlib import Path
 
-from iishpo.runtime import TRAINING_COMMANDS
-
 #: names the worker's socket; set by the workflow for its jobs
 SOCKET_VARIABLE = "IISHPO_WORKER"
 #: the length of the request that follows the header (which carries the descriptors)
@@ -72,7 +70,7 @@ def run_via_worker(argv: list[str]) -> int | None:
     to the command while it runs.
     """
     path = os.environ.get(SOCKET_VARIABLE)
-    if not path or not argv or argv[0] not in TRAINING_COMMANDS:
+    if not path or not argv:
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -149,7 +147,7 @@ class LocalWorker:
                   "torch and Lightning itself", file=sys.stderr)
             return False
         os.environ[SOCKET_VARIABLE] = str(path)
-        print(f"iishpo: a warm worker (pid {self._process.pid}) runs the training jobs (log: {self.log})",
+        print(f"iishpo: a warm worker (pid {self._process.pid}) runs the jobs (log: {self.log})",
               file=sys.stderr)
         return True
 
@@ -173,7 +171,8 @@ class LocalWorker:
 
 
 def preload() -> None:
-    """Import everything a training job needs, and let Hydra find its plugins once."""
+    """Import everything a training job needs (the light jobs need a part of it), and let
+    Hydra find its plugins once."""
     import iishpo.cli
     import iishpo.evaluation
     import iishpo.optimizers.genetic
