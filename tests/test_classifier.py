@@ -51,9 +51,11 @@ def test_a_patience_below_one_is_refused() -> None:
 
 def test_an_evaluation_leaves_nothing_frozen_and_no_training_behind() -> None:
     """Only the evaluation's own modules count: another test's failure may keep one alive
-    in its traceback (mutmut runs each mutant in a fork of a process that ran them all)."""
+    in its traceback (mutmut runs each mutant in a fork of a process that ran them all, its
+    objects frozen, out of ``gc.get_objects()`` until the evaluation unfreezes them)."""
     data = TrainingData(brightness_splits(), CPU)
     settings = compose(*TINY).trainer
+    gc.unfreeze()
     gc.collect()
     before = [o for o in gc.get_objects() if type(o) is Classifier]
     evaluate_trial(CONFIG, data, settings, seed=0)
