@@ -165,6 +165,20 @@ def test_train_batches_only_the_splits_it_is_given(monkeypatch: pytest.MonkeyPat
     assert checked == [((config, 1, 8, 2), {"train_batch": 40, "eval_batch": 8, "limit_mb": 99.0})]
 
 
+def test_a_training_starts_from_the_seeds_initial_weights_with_the_configured_loss() -> None:
+    """A learning rate of 0 leaves the weights where the seed put them."""
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY, "trainer.max_epochs=1").trainer
+    config = {**CONFIG, "learning_rate": 0.0, "l1": 0.01, "l2": 0.02}
+    _, module = train(config, data, settings, seed=5)
+    torch.manual_seed(5)
+    initial = build_cnn(config, 1, 8, 2).state_dict()
+    trained = module.net.state_dict()
+    assert trained.keys() == initial.keys()
+    assert all(torch.equal(trained[name], initial[name]) for name in initial)
+    assert (module.lr, module.momentum, module.l1, module.l2) == (0.0, settings.momentum, 0.01, 0.02)
+
+
 def test_a_seed_fixes_the_trained_weights() -> None:
     data = TrainingData(brightness_splits(), CPU)
     settings = compose(*TINY, "trainer.max_epochs=1").trainer
