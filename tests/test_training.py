@@ -9,6 +9,8 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,11 @@ import torch
 from torch import nn
 
 from helpers import CONF, REPO, TINY, compose
-from iishpo.batches import TensorSplit, TrainingData
+from iishpo import training
+from iishpo.batches import Batches, TensorSplit, TrainingData
 from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits
-from iishpo.failures import Diverged
+from iishpo.failures import Diverged, TrialFailed
 from iishpo.model import build_cnn
 from iishpo.runtime import EXPECTED_WARNINGS, KERNEL_CACHES, QUIET_LOGGERS
 from iishpo.training import evaluate, train
@@ -113,8 +116,94 @@ def test_the_returned_weights_are_the_best_validation_epochs(monkeypatch: pytest
 def test_a_huge_learning_rate_diverges() -> None:
     data = TrainingData(brightness_splits(), CPU)
     settings = compose(*TINY).trainer
-    with pytest.raises(Diverged, match="loss became (nan|inf)"):
+    with pytest.raises(Diverged, match=r"^loss became (nan|inf) in epoch 0$"):
         train({**CONFIG, "learning_rate": 1e30}, data, settings, seed=0)
+
+
+def test_a_training_that_never_validated_fails_as_a_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Classifier, "on_validation_epoch_end", lambda self: None)
+    data = TrainingData(brightness_splits(), CPU)
+    with pytest.raises(TrialFailed, match=r"^training ended before the first validation$"):
+        train(CONFIG, data, compose(*TINY, "trainer.max_epochs=1").trainer, seed=0)
+
+
+# -- what a training is given -----------------------------------------------------------
+
+
+def test_train_batches_only_the_splits_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training split shuffled with the trial's seed in batches of the configuration's
+    size, the validation split in order in evaluation batches, the memory estimate sized
+    with the batches these really are; the data's own splits unless a fold is given, and
+    never the test split."""
+    made: list[tuple[TensorSplit, int, bool, int]] = []
+    checked: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    class RecordedBatches(Batches):
+        def __init__(self, split: TensorSplit, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+            made.append((split, batch_size, shuffle, seed))
+            super().__init__(split, batch_size, shuffle, seed)
+
+    monkeypatch.setattr(training, "Batches", RecordedBatches)
+    monkeypatch.setattr(training, "check_memory_limit", lambda *args, **kwargs: checked.append((args, kwargs)))
+    splits = brightness_splits()
+    data = TrainingData(splits, CPU)
+    settings = replace(compose(*TINY, "trainer.max_epochs=1", "trainer.eval_batch_size=20").trainer, memory_limit_mb=99.0)
+    config = {**CONFIG, "batch_size": 64}  # more than the 48 training images
+
+    _, module = train(config, data, settings, seed=7)
+    assert made == [(data.tensors["train"], 64, True, 7), (data.tensors["val"], 20, False, 0)]
+    assert checked == [((config, 1, 8, 2), {"train_batch": 48, "eval_batch": 20, "limit_mb": 99.0})]
+    convolutions = [m for m in module.net.modules() if isinstance(m, nn.Conv2d)]
+    assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+
+    made.clear()
+    checked.clear()
+    fold_train = data.tensor(splits.x["train"][:40], splits.y["train"][:40])
+    fold_val = data.tensor(splits.x["train"][40:], splits.y["train"][40:])
+    train(config, data, settings, seed=7, train_split=fold_train, val_split=fold_val)
+    assert made == [(fold_train, 64, True, 7), (fold_val, 20, False, 0)]
+    assert checked == [((config, 1, 8, 2), {"train_batch": 40, "eval_batch": 8, "limit_mb": 99.0})]
+
+
+def test_a_training_starts_from_the_seeds_initial_weights_with_the_configured_loss() -> None:
+    """A learning rate of 0 leaves the weights where the seed put them."""
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY, "trainer.max_epochs=1").trainer
+    config = {**CONFIG, "learning_rate": 0.0, "l1": 0.01, "l2": 0.02}
+    _, module = train(config, data, settings, seed=5)
+    torch.manual_seed(5)
+    initial = build_cnn(config, 1, 8, 2).state_dict()
+    trained = module.net.state_dict()
+    assert trained.keys() == initial.keys()
+    assert all(torch.equal(trained[name], initial[name]) for name in initial)
+    assert (module.lr, module.momentum, module.l1, module.l2) == (0.0, settings.momentum, 0.01, 0.02)
+
+
+def test_a_seed_fixes_the_trained_weights() -> None:
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY, "trainer.max_epochs=1").trainer
+    first, again, other = (train(CONFIG, data, settings, seed=seed)[1].net.state_dict() for seed in (0, 0, 1))
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+def test_the_trainer_uses_one_device_of_its_kind_deterministic_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lightning calls a CUDA device ``gpu``; a GPU trains with its fast non-deterministic
+    kernels; the configured precision and epochs pass through, ``auto`` is float32 on a CPU."""
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr(training, "L", SimpleNamespace(Trainer=lambda **kwargs: made.append(kwargs)))
+    settings = compose(*TINY, "trainer.max_epochs=7").trainer
+    assert settings.precision == "auto"
+    double = replace(settings, precision="64-true")
+    training._trainer(settings, torch.device("cpu"))
+    training._trainer(double, torch.device("cuda"))
+    training._trainer(double, torch.device("mps"))
+    common = {"devices": 1, "max_epochs": 7, "barebones": True}
+    assert made == [
+        {"accelerator": "cpu", "precision": "32-true", "deterministic": True, **common},
+        {"accelerator": "gpu", "precision": "64-true", "deterministic": False, **common},
+        {"accelerator": "mps", "precision": "64-true", "deterministic": False, **common},
+    ]
 
 
 # -- test metrics -----------------------------------------------------------------------
