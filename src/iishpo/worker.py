@@ -172,7 +172,9 @@ class LocalWorker:
 
 def preload() -> None:
     """Import everything a training job needs (the light jobs need a part of it), and let
-    Hydra find its plugins once."""
+    Hydra find its plugins once. Never train here: a fork of a process that has run a
+    multi-threaded convolution waits forever in its own first one (OpenMP's threads do
+    not survive ``fork``)."""
     import iishpo.cli
     import iishpo.evaluation
     import iishpo.optimizers.genetic
