@@ -93,8 +93,8 @@ class Resources:
     light: Light
     training: Training
     gpus: Gpus
-    #: a local run's training jobs are forked from one process that imported torch and
-    #: Lightning once (:mod:`iishpo.worker`); never on a cluster, never for GPU jobs
+    #: a local run's jobs are forked from one process that imported torch and Lightning
+    #: once (:mod:`iishpo.worker`); never on a cluster, never for GPU jobs
     warm_worker: bool
 
     @property

@@ -127,8 +127,9 @@ class LocalWorker:
         self._process: subprocess.Popen[bytes] | None = None
         self._directory: Path | None = None
 
-    def start(self) -> bool:
-        """Start the worker; False (and a note on stderr) when it could not start."""
+    def start(self) -> None:
+        """Start the worker; when it cannot start, say so on stderr and leave the jobs to
+        run as processes of their own."""
         self._directory = Path(tempfile.mkdtemp(prefix="iishpo-worker-"))
         path = self._directory / "worker.sock"
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -145,11 +146,10 @@ class LocalWorker:
             self.stop()
             print(f"iishpo: the warm worker did not start (see {self.log}); every job imports "
                   "torch and Lightning itself", file=sys.stderr)
-            return False
+            return
         os.environ[SOCKET_VARIABLE] = str(path)
         print(f"iishpo: a warm worker (pid {self._process.pid}) runs the jobs (log: {self.log})",
               file=sys.stderr)
-        return True
 
     def stop(self) -> None:
         """Stop the worker and remove its socket; commands still running are not touched."""

@@ -32,6 +32,7 @@ import yaml
 
 from iishpo.optimizers import REGISTRY, build_settings, create_optimizer
 from iishpo.optimizers.hyperopt_search import TPE
+from iishpo.optimizers.settings import TPE_GOOD_CAP
 from iishpo.space import CATEGORICAL, FLOAT, INT, Config, Param, SearchSpace, build_space
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -295,6 +296,11 @@ class TestTPE(OptimizerContract):
         assert [doc["result"]["loss"] for doc in trials.trials] == [losses[t] for t in sorted(best + recent)]
         # hyperopt's good group: ceil(gamma * sqrt(n)) of n trials, as for all 80 (3), not 50 (2)
         assert math.ceil(gamma * math.sqrt(limit)) == math.ceil(0.25 * math.sqrt(budget)) == 3
+
+    def test_the_kept_best_trials_are_as_many_as_hyperopts_good_group_cap(self) -> None:
+        from hyperopt import tpe
+
+        assert TPE_GOOD_CAP == tpe.DEFAULT_LF == 25
 
     def test_startup_proposals_are_random_search_then_the_model_takes_over(self) -> None:
         space, budget = space_at(16), 20
