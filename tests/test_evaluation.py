@@ -78,11 +78,13 @@ def test_best_trial_is_retrained_and_scored(
     validated: set[bytes] = set()
     step, validation_step = Classifier.training_step, Classifier.validation_step
 
-    def training_spy(self: Classifier, batch: Any, batch_idx: int) -> Any:
-        if batch_idx == 0 and self.current_epoch == 0:
+    def training_spy(self: Classifier, batches: Any, batch_idx: int) -> Any:
+        if self.current_epoch == 0:
             trained.append(set())
-        trained[-1] |= _rows(batch[0])
-        return step(self, batch, batch_idx)
+        epoch = list(batches)  # iterated once, as the real step would
+        for x, _ in epoch:
+            trained[-1] |= _rows(x)
+        return step(self, epoch, batch_idx)
 
     def validation_spy(self: Classifier, batch: Any, batch_idx: int) -> None:
         validated.update(_rows(batch[0]))

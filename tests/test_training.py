@@ -20,7 +20,7 @@ from torch import nn
 
 from helpers import CONF, REPO, TINY, compose
 from iishpo import training
-from iishpo.batches import Batches, TensorSplit, TrainingData
+from iishpo.batches import Batches, EpochLoader, TensorSplit, TrainingData
 from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits
 from iishpo.failures import Diverged, TrialFailed
@@ -177,6 +177,40 @@ def test_a_training_starts_from_the_seeds_initial_weights_with_the_configured_lo
     assert trained.keys() == initial.keys()
     assert all(torch.equal(trained[name], initial[name]) for name in initial)
     assert (module.lr, module.momentum, module.l1, module.l2) == (0.0, settings.momentum, 0.01, 0.02)
+
+
+def test_a_training_is_plain_sgd_over_the_seeds_batches() -> None:
+    """Lightning adds no arithmetic: one epoch through ``train`` ends with exactly the
+    weights of a hand-written loop over the same seeded batches (the net built after
+    seeding torch, the penalised loss, SGD with momentum)."""
+    data = TrainingData(brightness_splits(), CPU)
+    settings = compose(*TINY, "trainer.max_epochs=1").trainer
+    config = {**CONFIG, "l1": 0.001, "l2": 0.002}
+    _, module = train(config, data, settings, seed=4)
+
+    torch.manual_seed(4)
+    net = build_cnn(config, 1, 8, 2).to(memory_format=torch.channels_last)
+    weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=settings.momentum)
+    steps = 0
+    for x, y in Batches(data.tensors["train"], 16, shuffle=True, seed=4):
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss = loss + 0.001 * sum(w.abs().sum() for w in weights) + 0.002 * sum(w.pow(2).sum() for w in weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    assert steps == 3  # 48 images in batches of 16
+    trained = module.net.state_dict()
+    assert all(torch.equal(trained[name], value) for name, value in net.state_dict().items())
+
+
+def test_the_training_loader_hands_lightning_one_item_per_epoch_its_batches() -> None:
+    batches = Batches(TrainingData(brightness_splits(), CPU).tensors["train"], 16, shuffle=True, seed=1)
+    loader = EpochLoader(batches)
+    assert len(loader) == 1
+    assert [item is batches for item in loader] == [True]
+    assert [item is batches for item in loader] == [True]  # again next epoch
 
 
 def test_a_seed_fixes_the_trained_weights() -> None:

@@ -46,6 +46,26 @@ class Batches:
             yield self.split.x[idx], self.split.y[idx]
 
 
+class EpochLoader:
+    """The training loader Lightning sees: one item per epoch, that epoch's mini-batches,
+    which :meth:`iishpo.classifier.Classifier.training_step` steps through itself.
+
+    Lightning's loop around each of its steps (fetching, batch transfer, hooks, progress)
+    cost about 1 ms, a sixth of an optimization step of a small CNN at 16 px on a CPU
+    (``benchmarks/trainer_overhead.py``); once per epoch it is nothing. The batches and
+    their order are those of iterating ``batches`` directly.
+    """
+
+    def __init__(self, batches: Batches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[Batches]:
+        yield self.batches
+
+
 class TrainingData:
     """The train/val/test splits of one resolution, loaded to the device once per process,
     all normalised with the training split's mean and standard deviation."""

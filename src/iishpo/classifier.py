@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import lightning as L
 import torch
 from torch import nn
@@ -16,8 +18,9 @@ class Classifier(L.LightningModule):
     ``patience`` validations without a lower error.
 
     Lightning's per-step machinery is a large share of a step at 8-32 px, so the module
-    does the little it needs itself: the optimization step (manual optimization: no
-    closure, no per-step hooks around it), and early stopping on the error it already
+    does the little it needs itself: the optimization steps (manual optimization, one
+    Lightning step per epoch over that epoch's mini-batches, see
+    :class:`~iishpo.batches.EpochLoader`), and early stopping on the error it already
     computes (no ``self.log``, no result collection, no callback). The arithmetic and its
     order are those of Lightning's automatic optimization with ``EarlyStopping(mode="min")``.
     """
@@ -52,14 +55,15 @@ class Classifier(L.LightningModule):
             raise Diverged(f"loss became {loss.item()} in epoch {self.current_epoch}")
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
+        """One epoch: an SGD step on each of its mini-batches, in order."""
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list), "configure_optimizers returns one optimizer"
-        loss = self.loss(batch)
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
-        return loss
+        for batch in batches:
+            loss = self.loss(batch)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -3,9 +3,10 @@ and score a trained model on a split.
 
 Many trainings run in one process, so everything per-step that Lightning would add on a
 tiny CPU workload is switched off (``barebones``: no progress bar, logger, checkpoints,
-model summary or logging; the module steps its optimizer and stops early itself, see
-:class:`~iishpo.classifier.Classifier`), the images live in memory as one tensor per split (:mod:`iishpo.batches`), and each
-trial's objects are dropped before the next one starts (:mod:`iishpo.memory`).
+model summary or logging; the module steps its optimizer through each epoch and stops
+early itself, see :class:`~iishpo.classifier.Classifier`), the images live in memory as
+one tensor per split (:mod:`iishpo.batches`), and each trial's objects are dropped before
+the next one starts (:mod:`iishpo.memory`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from iishpo.batches import Batches, TensorSplit, TrainingData
+from iishpo.batches import Batches, EpochLoader, TensorSplit, TrainingData
 from iishpo.classifier import Classifier
 from iishpo.config import Trainer as TrainerSettings
 from iishpo.device import precision_for
@@ -80,7 +81,7 @@ def train(
     with allocation_failures_as_out_of_memory():
         trainer.fit(
             module,
-            train_dataloaders=Batches(train_split, int(config["batch_size"]), shuffle=True, seed=seed),
+            train_dataloaders=EpochLoader(Batches(train_split, int(config["batch_size"]), shuffle=True, seed=seed)),
             val_dataloaders=Batches(val_split, settings.eval_batch_size, shuffle=False),
         )
     if module.best_error is None:
