@@ -1,0 +1,35 @@
+"""Every benchmark script still runs and prints its figures, at a tiny size (their
+figures at full size are in the README; these runs only keep the scripts from rotting)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+#: script, tiny arguments, a pattern its output must contain
+TINY_RUNS = [
+    ("trainer_overhead.py", ["--resolution", "8", "--epochs", "2", "--repeats", "1", "--train-per-class", "4"],
+     r"bookkeeping: +\d+\.\d{3} s, ratio Lightning / it \d+\.\d{3}"),
+    ("evaluation_overhead.py", ["--resolution", "8", "--repeats", "2"], r"\d+\.\d ms"),
+    ("throughput.py", ["--resolution", "8", "--epochs", "1", "--repeats", "1"],
+     r"fraction of the matmul rate: +\d+\.\d%"),
+    ("optimizer_overhead.py", ["--sizes", "12", "--asks", "2"], r"smac"),
+    ("memory_growth.py", ["-n", "3", "--early", "1", "--tolerance", "10"], r"ratio"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "pattern"), TINY_RUNS, ids=[run[0] for run in TINY_RUNS])
+def test_a_benchmark_runs_at_a_tiny_size(script: str, args: list[str], pattern: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "benchmarks")])}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(pattern, result.stdout), result.stdout
