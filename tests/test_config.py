@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from helpers import CONF, compose
-from iishpo.config import ConfigError, overrides_from_mapping
+from iishpo import config as config_module
+from iishpo.config import ConfigError, compose_config, overrides_from_mapping
 from iishpo.optimizers import REGISTRY
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
@@ -157,3 +161,50 @@ def test_claim_study_has_the_evidence_it_claims() -> None:
 def test_default_study_shows_a_spread_over_seeds() -> None:
     study = compose().study
     assert len(study.seeds) >= 2 and {"standard", "iis"} <= set(study.strategies)
+
+
+# -- composing once per configuration ---------------------------------------------------
+
+
+@pytest.fixture
+def hydra_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The overrides of every composition Hydra really makes."""
+    calls: list[list[str]] = []
+    real = config_module.compose
+
+    def counted(config_name: str, overrides: list[str]) -> Any:
+        calls.append(overrides)
+        return real(config_name=config_name, overrides=overrides)
+
+    monkeypatch.setattr(config_module, "compose", counted)
+    return calls
+
+
+def test_a_configuration_is_composed_once_per_process(hydra_calls: list[list[str]], tmp_path: Path) -> None:
+    """The same directory, overrides, files and environment give Hydra's first result
+    again, as a copy of its own."""
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    overrides = ["study=smoke", "trainer.max_epochs=3"]
+    first = compose_config(overrides, conf)
+    first["trainer"]["max_epochs"] = 99
+    again = compose_config(overrides, conf)
+    assert hydra_calls == [overrides]
+    assert again["trainer"]["max_epochs"] == 3 and again["paths"] == first["paths"]
+    compose_config(["study=smoke"], conf)
+    assert hydra_calls == [overrides, ["study=smoke"]]
+
+
+def test_a_changed_file_or_variable_is_composed_anew(
+    hydra_calls: list[list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    monkeypatch.delenv("IISHPO_ROOT", raising=False)
+    assert compose_config([], conf)["trainer"]["momentum"] == 0.9
+    trainer = conf / "trainer" / "default.yaml"
+    trainer.write_text(trainer.read_text().replace("momentum: 0.9 ", "momentum: 0.8 "))
+    assert compose_config([], conf)["trainer"]["momentum"] == 0.8
+    monkeypatch.setenv("IISHPO_ROOT", str(tmp_path / "elsewhere"))  # read by conf/config.yaml
+    assert compose_config([], conf)["paths"]["root"] == str(tmp_path / "elsewhere")
+    (conf / "study" / "extra.yaml").write_text("# @package _global_\n")  # a file more
+    compose_config([], conf)
+    assert len(hydra_calls) == 4

@@ -6,6 +6,7 @@ iishpo run-stage`` clients in their own working directories.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -19,11 +20,13 @@ from pathlib import Path
 import pytest
 
 from helpers import CONF, REPO, TINY, compose, journal_in
+from iishpo import config as config_module
+from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.stage import SUMMARY, TRIALS
 from iishpo.store import read_trials
-from iishpo.worker import SOCKET_VARIABLE
+from iishpo.worker import SOCKET_VARIABLE, preload
 
 OVERRIDES = [*TINY, "study.strategies=[standard]", "study.optimizers=[random]", "study.budget=2"]
 DATA = Path("data/32px.npz")
@@ -205,7 +208,28 @@ def test_a_local_run_starts_a_warm_worker_and_stops_it_at_the_end(tmp_path: Path
     started = re.search(r"a warm worker \(pid (\d+)\) runs the jobs", result.stderr)
     assert started, result.stderr[-3000:]
     assert not Path(f"/proc/{started.group(1)}").exists()
-    assert (tmp_path / ".snakemake" / "iishpo-worker.log").exists()
+    notes = (tmp_path / ".snakemake" / "iishpo-worker.log").read_text()
+    assert "composed the configuration with overrides ['study=smoke', 'resources.warm_worker=true']" in notes
+
+
+def test_the_worker_forks_its_jobs_from_a_frozen_heap_with_the_run_composed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a job would compose is there already; the preloaded objects are out of the
+    garbage collector's reach."""
+    overrides = [*OVERRIDES, "trainer.max_epochs=3"]  # not composed before in this process
+    composed: list[list[str]] = []
+    real = config_module.compose
+    monkeypatch.setattr(config_module, "compose", lambda **kwargs: composed.append(kwargs["overrides"]) or real(**kwargs))
+    try:
+        preload(overrides)
+        assert gc.get_freeze_count() > 0
+        assert load_settings(overrides, config_dir=CONF).trainer.max_epochs == 3
+        assert composed == [overrides]
+        preload(["study=no-such-study"])
+        assert "cannot compose the run's configuration: " in capsys.readouterr().err
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.parametrize(("flags", "warm_worker"), [(("--dry-run",), True), ((), False)])

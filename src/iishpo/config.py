@@ -8,8 +8,10 @@ at load time with a message that says what was wrong and what is allowed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +145,27 @@ def conf_dir() -> Path:
     return Path(os.environ.get(CONF_ENV, "conf")).resolve()
 
 
+#: Hydra's compositions made in this process, by everything that determines them (see
+#: :func:`_composition_key`). A composition takes Hydra 0.3-0.5 s; every job of a study
+#: composes the same one, and the warm worker composes it once for the jobs it forks.
+_COMPOSED: dict[tuple[Any, ...], dict[str, Any]] = {}
+#: the environment variables a configuration file reads (``${oc.env:NAME,...}``)
+_ENV_REFERENCE = re.compile(rb"oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _composition_key(directory: Path, overrides: Sequence[str]) -> tuple[Any, ...]:
+    """The directory, the overrides, the contents of every configuration file under it and
+    the values of the environment variables those files read."""
+    contents = hashlib.sha256()
+    variables: set[str] = set()
+    for file in sorted(directory.rglob("*.yaml")):
+        text = file.read_bytes()
+        contents.update(b"%s\0%d\0%s" % (file.relative_to(directory).as_posix().encode(), len(text), text))
+        variables.update(name.decode() for name in _ENV_REFERENCE.findall(text))
+    environment = tuple((name, os.environ.get(name)) for name in sorted(variables))
+    return str(directory), tuple(overrides), contents.hexdigest(), environment
+
+
 def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None) -> dict[str, Any]:
     """The Hydra-composed configuration as a plain, fully resolved dict."""
     directory = (config_dir or conf_dir()).resolve()
@@ -150,14 +173,16 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
         raise ConfigError(
             f"no config.yaml in {directory}: run from the repository root or set {CONF_ENV}"
         )
+    key = _composition_key(directory, overrides)
+    if key not in _COMPOSED:
+        try:
+            with initialize_config_dir(config_dir=str(directory), version_base=None):
+                cfg = compose(config_name="config", overrides=list(overrides))
+            _COMPOSED[key] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(f"cannot compose the configuration with overrides {list(overrides)}: {err}") from err
     try:
-        with initialize_config_dir(config_dir=str(directory), version_base=None):
-            cfg = compose(config_name="config", overrides=list(overrides))
-        composed = OmegaConf.to_container(cfg, resolve=True)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"cannot compose the configuration with overrides {list(overrides)}: {err}") from err
-    try:
-        return resolve_paths(composed, directory)  # type: ignore[arg-type]
+        return resolve_paths(_COMPOSED[key], directory)  # a copy: callers may change it
     except ValueError as err:
         raise ConfigError(str(err)) from err
 
