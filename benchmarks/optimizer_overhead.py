@@ -16,6 +16,7 @@ and the GA are replayed through ask/tell, which is cheap for them.
 SMAC refits its forest every ``n // 100`` trials (``conf/optimizer/smac.yaml``), so one
 proposal in 15 at 1500 trials carries the fit and its acquisition search: the default 30
 timed proposals cover whole cycles, and the maximum shows the proposal with the fit.
+Beyond ``max_history`` (500) trials the forest is fitted on 500 of them.
 
     python benchmarks/optimizer_overhead.py [--sizes 100 500 1500] [--asks 30]
 """

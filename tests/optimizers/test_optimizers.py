@@ -382,6 +382,95 @@ class TestSMAC(OptimizerContract):
         assert settings.n_initial(budget, 0) == 10
         assert fitted_on == [10, 12, 14, 16, 19, 22, 26, 31, 37]
 
+    def test_forest_is_fitted_on_at_most_max_history_trials(self) -> None:
+        space, budget = space_at(16), 30
+        settings = settings_for("smac", max_history=12)
+        smac = create_optimizer("smac", space, budget=budget, seed=2, settings=settings)
+        model = smac._smac._model  # type: ignore[attr-defined]
+        fits: list[tuple[int, int]] = []
+        train = model.train
+
+        def train_and_record(X: Any, Y: Any) -> Any:
+            fitted = train(X, Y)
+            fits.append((len(X), len(model._rf.trainX)))
+            return fitted
+
+        model.train = train_and_record
+        for _ in range(budget):
+            config = smac.ask()
+            smac.tell(config, objective(config, space))
+        # the schedule still counts every trial; the forest sees at most 12 of them
+        assert [told for told, _ in fits] == list(range(8, budget))
+        assert [fitted for _, fitted in fits] == [min(told, 12) for told, _ in fits]
+
+    def test_model_rows_are_the_best_half_and_the_most_recent(self) -> None:
+        import numpy as np
+
+        from iishpo.optimizers.smac_search import model_rows
+
+        costs = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.5, 0.4, 0.95])
+        assert model_rows(costs[:6], 6).tolist() == list(range(6))
+        # the 3 best (rows 1, 3, 5), then the 3 most recent others
+        assert model_rows(costs, 6).tolist() == [1, 3, 5, 7, 8, 9]
+        assert model_rows(costs, 7).tolist() == [1, 3, 5, 6, 7, 8, 9]
+        # the most recent trial is among the best: an older one takes its place among the recent
+        costs = np.array([0.9, 0.1, 0.8, 0.7, 0.6, 0.2, 0.5, 0.05])
+        assert model_rows(costs, 4).tolist() == [1, 5, 6, 7]
+
+    def test_max_history_is_validated(self) -> None:
+        raw = yaml.safe_load((CONF / "optimizer" / "smac.yaml").read_text())
+        with pytest.raises(ValueError, match=r"max_history must be >= 2 .*got 1"):
+            build_settings("smac", {**raw, "max_history": 1})
+
+    def test_forest_leaves_are_smacs_to_the_last_bit(self) -> None:
+        import numpy as np
+        from smac.model.random_forest.random_forest import EPMRandomForest
+
+        from iishpo.optimizers.smac_search import _DirectForest
+
+        rng = np.random.default_rng(0)
+        X = np.column_stack([rng.random(300), rng.choice([0.0, 0.5, 1.0], 300), rng.random(300)])
+        X[100:140] = X[0]  # a leaf of many equal points
+        log_costs = np.log(0.05 + rng.random(300))
+        log_costs[200:260] = log_costs[0]  # equal costs: leaves of different points
+        options: dict[str, Any] = {
+            "n_estimators": 5, "max_features": 1.0, "min_samples_split": 2, "min_samples_leaf": 1,
+            "max_depth": 2**20, "max_leaf_nodes": None, "bootstrap": True, "random_state": 3,
+            "n_jobs": 1, "log_y": True,
+        }
+        smacs, ours = EPMRandomForest(**options), _DirectForest(**options)
+        smacs.fit(X, log_costs)
+        ours.fit(X, log_costs)
+        assert max(np.bincount(tree.apply(X.astype(np.float32))).max() for tree in ours.estimators_) > 5
+        for theirs, mine in zip(smacs.estimators_, ours.estimators_, strict=True):
+            assert theirs.tree_.value.tobytes() == mine.tree_.value.tobytes()
+
+    def test_cost_bounds_are_smacs_recomputation(self) -> None:
+        from ConfigSpace import Configuration, ConfigurationSpace, Float
+        from smac.runhistory.enumerations import StatusType
+        from smac.runhistory.runhistory import RunHistory
+
+        from iishpo.optimizers.smac_search import _IncrementalBoundsRunHistory
+
+        space = ConfigurationSpace({"x": Float("x", (0.0, 1.0))})
+        ours, smacs = _IncrementalBoundsRunHistory(), RunHistory()
+        trials = [  # (x, cost, status, overwrite): running, then done; a crash; a rerun
+            (0.1, 0.0, StatusType.RUNNING, False),
+            (0.1, 0.5, StatusType.SUCCESS, True),
+            (0.2, 0.7, StatusType.SUCCESS, False),
+            (0.3, 0.0, StatusType.RUNNING, False),
+            (0.3, 0.2, StatusType.CRASHED, True),
+            (0.4, 0.9, StatusType.SUCCESS, False),
+            (0.4, 0.6, StatusType.SUCCESS, True),  # the highest cost replaced: the bound must fall
+            (0.5, 0.3, StatusType.SUCCESS, False),
+        ]
+        for x, cost, status, overwrite in trials:
+            for history in (ours, smacs):
+                config = Configuration(space, values={"x": x})
+                history.add(config, cost, status=status, seed=0, force_update=overwrite)
+            assert ours.objective_bounds == smacs.objective_bounds
+        assert ours.objective_bounds == [(0.3, 0.7)]
+
 
 def test_every_registered_optimizer_has_a_contract() -> None:
     assert {c.name for c in OptimizerContract.__subclasses__()} == set(REGISTRY)

@@ -99,6 +99,7 @@ class SMACSettings:
     min_initial: int
     retrain_after: int
     retrain_scale: int
+    max_history: int
     random_probability: float
     challengers: int
     local_search_iterations: int
@@ -108,6 +109,10 @@ class SMACSettings:
         _check(self.min_initial >= 1, f"min_initial must be >= 1, got {self.min_initial}")
         _check(self.retrain_after >= 1, f"retrain_after must be >= 1, got {self.retrain_after}")
         _check(self.retrain_scale >= 1, f"retrain_scale must be >= 1, got {self.retrain_scale}")
+        _check(
+            self.max_history >= 2,
+            f"max_history must be >= 2 (the best half of the trials, the most recent half), got {self.max_history}",
+        )
         _check(
             0 <= self.random_probability <= 1,
             f"random_probability must be in [0, 1], got {self.random_probability}",
