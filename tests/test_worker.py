@@ -22,6 +22,7 @@ import pytest
 from helpers import CONF, REPO, TINY, compose, journal_in
 from iishpo import config as config_module
 from iishpo.config import load_settings
+from iishpo.provenance import package_versions
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.stage import SUMMARY, TRIALS
@@ -215,14 +216,16 @@ def test_a_local_run_starts_a_warm_worker_and_stops_it_at_the_end(tmp_path: Path
 def test_the_worker_forks_its_jobs_from_a_frozen_heap_with_the_run_composed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What a job would compose is there already; the preloaded objects are out of the
-    garbage collector's reach."""
+    """What a job would compose and the package versions it records are there already;
+    the preloaded objects are out of the garbage collector's reach."""
     overrides = [*OVERRIDES, "trainer.max_epochs=3"]  # not composed before in this process
     composed: list[list[str]] = []
     real = config_module.compose
     monkeypatch.setattr(config_module, "compose", lambda **kwargs: composed.append(kwargs["overrides"]) or real(**kwargs))
+    package_versions.cache_clear()
     try:
         preload(overrides)
+        assert package_versions.cache_info().currsize == 1
         assert gc.get_freeze_count() > 0
         assert load_settings(overrides, config_dir=CONF).trainer.max_epochs == 3
         assert composed == [overrides]
