@@ -22,9 +22,9 @@ import pytest
 from helpers import CONF, REPO, TINY, compose, journal_in
 from iishpo import config as config_module
 from iishpo.config import load_settings
-from iishpo.provenance import package_versions
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
+from iishpo.provenance import package_versions
 from iishpo.stage import SUMMARY, TRIALS
 from iishpo.store import read_trials
 from iishpo.worker import SOCKET_VARIABLE, preload
