@@ -11,6 +11,7 @@ same machine load; the phases are read from the job's log timestamps.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -72,17 +73,17 @@ def main() -> None:
         cfg = settings.datasets["synthetic"]
         fetch(cfg, work / "raw")
         prepare_dataset("synthetic", cfg, work / "raw", {32: work / "32px.npz"})
-        socket = work / "worker.sock"
+        socket, notes = work / "worker.sock", work / "worker.log"
         began = time.perf_counter()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "iishpo.worker", "--socket", str(socket)],
-            env={**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF)},
-            stderr=subprocess.DEVNULL, start_new_session=True,
+        worker = subprocess.Popen(  # as the workflow starts it: the run's environment and overrides
+            [sys.executable, "-m", "iishpo.worker", "--socket", str(socket), "--overrides", json.dumps(OVERRIDES)],
+            env={**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF), "IISHPO_ROOT": str(work)},
+            stderr=notes.open("wb"), start_new_session=True,
         )
         try:
-            while not socket.exists():
+            while "serving on" not in notes.read_text():  # its socket listens earlier, its imports done now
                 if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {worker.returncode}")
+                    raise RuntimeError(f"the worker exited with {worker.returncode}:\n{notes.read_text()}")
                 time.sleep(0.05)
             warm_up = time.perf_counter() - began
             alone, served = [], []
