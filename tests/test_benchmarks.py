@@ -21,6 +21,7 @@ TINY_RUNS = [
      r"fraction of the matmul rate: +\d+\.\d%"),
     ("optimizer_overhead.py", ["--sizes", "12", "--asks", "2"], r"smac"),
     ("memory_growth.py", ["-n", "3", "--early", "1", "--tolerance", "10"], r"ratio"),
+    ("resolution_curve.py", ["--tiny", "--flowers", "--synthetic", "8", "16"], r"\n +16 +\d\.\d{3} ± \d\.\d{3}"),
     ("job_overhead.py", ["--repeats", "1"], r"fixed cost per job +in-process +\d+\.\d+ s +worker +\d+\.\d+ s"),
 ]
 
