@@ -88,3 +88,20 @@ def _same_config(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         elif value != other:
             return False
     return True
+
+
+def bounded_history(losses: Sequence[float], max_history: int, n_best: int) -> list[int]:
+    """The trials (indices, oldest first) a model is fitted on: all of them up to
+    ``max_history``; beyond, the ``n_best`` lowest losses (the earlier trial on a tie) and
+    the most recent others, ``max_history`` in all.
+
+    A model's fit costs more with every trial, its use does not: the best trials keep its
+    picture of where the good configurations are, the recent ones that of where the
+    search is now.
+    """
+    n = len(losses)
+    if n <= max_history:
+        return list(range(n))
+    best = set(sorted(range(n), key=lambda i: (losses[i], i))[:n_best])
+    recent = [i for i in reversed(range(n)) if i not in best][: max_history - len(best)]
+    return sorted(best.union(recent))

@@ -15,7 +15,7 @@ from typing import Any
 from hyperopt import hp, rand, tpe
 from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 
-from iishpo.optimizers.base import Optimizer
+from iishpo.optimizers.base import Optimizer, bounded_history
 from iishpo.optimizers.settings import TPE_GOOD_CAP, TPESettings
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import CATEGORICAL, INT, Config, Param
@@ -168,14 +168,9 @@ class TPE(_HyperoptOptimizer):
         docs = self._trials.trials
         if len(docs) <= settings.max_history:
             return self._trials, settings.gamma
-        by_loss = sorted(range(len(docs)), key=lambda i: (docs[i]["result"]["loss"], i))
-        kept = set(by_loss[:TPE_GOOD_CAP])
-        for index in reversed(range(len(docs))):
-            if len(kept) == settings.max_history:
-                break
-            kept.add(index)
+        kept = bounded_history([doc["result"]["loss"] for doc in docs], settings.max_history, TPE_GOOD_CAP)
         history = Trials()
-        history.insert_trial_docs([docs[i] for i in sorted(kept)])
+        history.insert_trial_docs([docs[i] for i in kept])
         history.refresh()
         n_good = min(math.ceil(settings.gamma * math.sqrt(len(docs))), TPE_GOOD_CAP)
         return history, (n_good - 0.5) / math.sqrt(len(kept))

@@ -74,7 +74,7 @@ from smac.runhistory.dataclasses import TrialInfo, TrialValue
 from smac.runhistory.enumerations import StatusType
 from smac.runhistory.runhistory import RunHistory
 
-from iishpo.optimizers.base import Optimizer
+from iishpo.optimizers.base import Optimizer, bounded_history
 from iishpo.optimizers.settings import SMACSettings
 from iishpo.space import CATEGORICAL, FLOAT, Config, Param, SearchSpace
 
@@ -302,19 +302,9 @@ class _DirectRandomForest(RandomForest):
 
 def model_rows(costs: np.ndarray, max_history: int) -> np.ndarray:
     """The trials (rows, oldest first) the forest is fitted on: all of them up to
-    ``max_history``; beyond, the ``max_history // 2`` best and the most recent others.
-
-    The fit's cost grows with the history (0.3 s at 1500 trials), that of its use does
-    not: the best trials keep the forest's picture of where the good configurations are,
-    the recent ones that of where the search is now.
-    """
-    n = len(costs)
-    if n <= max_history:
-        return np.arange(n)
-    best = np.argsort(costs, kind="stable")[: max_history // 2]
-    others = np.setdiff1d(np.arange(n), best, assume_unique=True)
-    recent = others[len(others) - (max_history - len(best)) :]
-    return np.sort(np.concatenate([best, recent]))
+    ``max_history``; beyond, the ``max_history // 2`` best and the most recent others
+    (:func:`~iishpo.optimizers.base.bounded_history`: the forest's fit costs 0.3 s at 1500 trials)."""
+    return np.array(bounded_history(costs.tolist(), max_history, max_history // 2), dtype=np.intp)
 
 
 class _ConfigList(list):  # type: ignore[type-arg]
