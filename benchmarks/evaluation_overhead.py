@@ -32,18 +32,18 @@ class EpochClock:
     def __init__(self) -> None:
         self.first: float | None = None
         self.last = 0.0
-        start, end = Classifier.on_train_epoch_start, Classifier.on_validation_epoch_end
+        start, end = Classifier.on_train_epoch_start, Classifier.end_epoch
 
         def started(module: Classifier) -> None:
             self.first = self.first or time.perf_counter()
             start(module)
 
-        def ended(module: Classifier) -> None:
-            end(module)
+        def ended(module: Classifier, error: float) -> None:
+            end(module, error)
             self.last = time.perf_counter()
 
         Classifier.on_train_epoch_start = started  # type: ignore[method-assign]
-        Classifier.on_validation_epoch_end = ended  # type: ignore[method-assign]
+        Classifier.end_epoch = ended  # type: ignore[method-assign]
 
 
 def fixed_cost(clock: EpochClock, data: object, settings: object, seed: int) -> float:

@@ -21,12 +21,8 @@ ERRORS = [0.5, 0.4, 0.4, 0.45, 0.3, 0.35, 0.35, 0.35, 0.2, 0.1]
 
 @pytest.fixture
 def scripted_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every validation epoch reports ``ERRORS[epoch]`` (over 100 images)."""
-
-    def validation_step(self: Classifier, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._errors, self._seen = round(100 * ERRORS[self.current_epoch]), 100
-
-    monkeypatch.setattr(Classifier, "validation_step", validation_step)
+    """Every epoch's validation reports ``ERRORS[epoch]``."""
+    monkeypatch.setattr(Classifier, "validation_error", lambda self, batches: ERRORS[self.current_epoch])
 
 
 @pytest.mark.parametrize(("patience", "epochs", "best_epoch"), [
@@ -50,23 +46,37 @@ def test_a_patience_below_one_is_refused() -> None:
         Classifier(torch.nn.Linear(2, 2), 0.1, 0.9, 0.0, 0.0, patience=0)
 
 
-def test_the_validation_error_counts_every_batch_of_its_own_epoch() -> None:
-    """Predictions and labels by hand, the best error read after each epoch (each lower
-    than the one before): one image wrong; 3 of 10 wrong over batches of 4, 4, 2; 1 of 10."""
+def test_the_validation_error_counts_every_batch() -> None:
+    """Predictions and labels by hand: one image wrong; 3 of 10 wrong over batches of 4,
+    4, 2; 1 of 10 over batches of 3; nothing to validate is no error."""
     module = Classifier(PixelIsPrediction(2), 0.1, 0.9, 0.0, 0.0, patience=5)
 
-    def validate(predicted: list[int], truth: list[int], batch_size: int) -> float | None:
+    def validate(predicted: list[int], truth: list[int], batch_size: int) -> float:
         x = torch.tensor(predicted, dtype=torch.float32).reshape(-1, 1, 1, 1)
         y = torch.tensor(truth)
-        for index, start in enumerate(range(0, len(y), batch_size)):
-            module.validation_step((x[start : start + batch_size], y[start : start + batch_size]), index)
-        module.on_validation_epoch_end()
-        return module.best_error
+        return module.validation_error(
+            [(x[start : start + batch_size], y[start : start + batch_size]) for start in range(0, len(y), batch_size)]
+        )
 
     assert validate([1], [0], 4) == 1.0
     assert validate([0, 0, 0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1, 0, 1, 1, 0], 4) == 0.3
     assert validate([1] * 10, [1] * 9 + [0], 3) == 0.1
-    assert type(module.best_error) is float
+    assert type(validate([1], [1], 1)) is float
+    assert module.validation_error([]) == 0.0
+
+
+def test_validation_runs_in_evaluation_mode_without_autograd_and_restores_training_mode() -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((self.training, torch.is_grad_enabled()))
+            return torch.zeros(len(x), 2)
+
+    module = Classifier(Probe(), 0.1, 0.9, 0.0, 0.0, patience=5)
+    assert module.validation_error([(torch.zeros(3, 1), torch.zeros(3, dtype=torch.long))] * 2) == 0.0
+    assert seen == [(False, False)] * 2
+    assert module.net.training and torch.is_grad_enabled()
 
 
 def test_the_module_is_its_net_trained_by_sgd_with_momentum() -> None:

@@ -16,7 +16,7 @@ import torch
 from helpers import TINY, compose
 from iishpo import evaluation as evaluation_module
 from iishpo.artifacts import read_evaluation
-from iishpo.batches import TrainingData
+from iishpo.batches import Epoch, TrainingData
 from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.evaluation import evaluate_test
@@ -76,19 +76,21 @@ def test_best_trial_is_retrained_and_scored(
     )
     trained: list[set[bytes]] = []  # the images of each training's steps
     validated: set[bytes] = set()
-    step, validation_step = Classifier.training_step, Classifier.validation_step
+    step, validation_error = Classifier.training_step, Classifier.validation_error
 
-    def training_spy(self: Classifier, batches: Any, batch_idx: int) -> Any:
+    def training_spy(self: Classifier, epoch: Epoch, batch_idx: int) -> Any:
         if self.current_epoch == 0:
             trained.append(set())
-        epoch = list(batches)  # iterated once, as the real step would
-        for x, _ in epoch:
+        batches = list(epoch.train)  # iterated once, as the real step would
+        for x, _ in batches:
             trained[-1] |= _rows(x)
-        return step(self, epoch, batch_idx)
+        return step(self, epoch._replace(train=batches), batch_idx)
 
-    def validation_spy(self: Classifier, batch: Any, batch_idx: int) -> None:
-        validated.update(_rows(batch[0]))
-        validation_step(self, batch, batch_idx)
+    def validation_spy(self: Classifier, batches: Any) -> float:
+        batches = list(batches)
+        for x, _ in batches:
+            validated.update(_rows(x))
+        return validation_error(self, batches)
 
     seeds: list[int] = []
     train = evaluation_module.train
@@ -99,7 +101,7 @@ def test_best_trial_is_retrained_and_scored(
 
     monkeypatch.setattr(evaluation_module, "train", train_spy)
     monkeypatch.setattr(Classifier, "training_step", training_spy)
-    monkeypatch.setattr(Classifier, "validation_step", validation_spy)
+    monkeypatch.setattr(Classifier, "validation_error", validation_spy)
     out = evaluate_test(
         settings, "synthetic", 0, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
     )

@@ -81,22 +81,19 @@ def test_the_returned_weights_are_the_best_validation_epochs(monkeypatch: pytest
     errors: list[float] = []
     states: list[dict[str, torch.Tensor]] = []
 
-    def spoil(self: Classifier) -> None:
+    validation_error = Classifier.validation_error
+
+    def spoiled_then_recorded(self: Classifier, batches: Any) -> float:
         if self.current_epoch >= spoiled:
             with torch.no_grad():
                 for p in self.net.parameters():
                     p.zero_()
-
-    record = Classifier.on_validation_epoch_end
-
-    def recording(self: Classifier) -> None:
         with torch.no_grad():
             errors.append(float((self.net(val.x).argmax(1) != val.y).float().mean()))
         states.append({k: v.detach().clone() for k, v in self.net.state_dict().items()})
-        record(self)
+        return validation_error(self, batches)
 
-    monkeypatch.setattr(Classifier, "on_validation_epoch_start", spoil)
-    monkeypatch.setattr(Classifier, "on_validation_epoch_end", recording)
+    monkeypatch.setattr(Classifier, "validation_error", spoiled_then_recorded)
     settings = compose(*TINY, "trainer.max_epochs=6", "trainer.patience=10").trainer
     result, module = train(CONFIG, data, settings, seed=0)
 
@@ -121,7 +118,7 @@ def test_a_huge_learning_rate_diverges() -> None:
 
 
 def test_a_training_that_never_validated_fails_as_a_trial(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Classifier, "on_validation_epoch_end", lambda self: None)
+    monkeypatch.setattr(Classifier, "end_epoch", lambda self, error: None)
     data = TrainingData(brightness_splits(), CPU)
     with pytest.raises(TrialFailed, match=r"^training ended before the first validation$"):
         train(CONFIG, data, compose(*TINY, "trainer.max_epochs=1").trainer, seed=0)
@@ -206,11 +203,13 @@ def test_a_training_is_plain_sgd_over_the_seeds_batches() -> None:
 
 
 def test_the_training_loader_hands_lightning_one_item_per_epoch_its_batches() -> None:
-    batches = Batches(TrainingData(brightness_splits(), CPU).tensors["train"], 16, shuffle=True, seed=1)
-    loader = EpochLoader(batches)
+    tensors = TrainingData(brightness_splits(), CPU).tensors
+    batches = Batches(tensors["train"], 16, shuffle=True, seed=1)
+    val = Batches(tensors["val"], 512, shuffle=False)
+    loader = EpochLoader(batches, val)
     assert len(loader) == 1
-    assert [item is batches for item in loader] == [True]
-    assert [item is batches for item in loader] == [True]  # again next epoch
+    assert [(item.train is batches, item.val is val) for item in loader] == [(True, True)]
+    assert [(item.train is batches, item.val is val) for item in loader] == [(True, True)]  # again next epoch
 
 
 def test_a_seed_fixes_the_trained_weights() -> None:
@@ -295,8 +294,11 @@ QUIET = {quiet!r}
 CACHES = {caches!r}
 
 def snapshot():
+    import torch
+
     return {{
         "env": dict(os.environ),
+        "fill": torch.utils.deterministic.fill_uninitialized_memory,
         "levels": {{name: logging.getLogger(name).level for name in QUIET}},
         "filters": [repr(f) for f in warnings.filters],
     }}
@@ -324,6 +326,8 @@ for name in CACHES:  # as a fresh process would have them
         os.environ.pop(name, None)
 for name in QUIET:
     logging.getLogger(name).setLevel(logging.NOTSET)
+import torch
+torch.utils.deterministic.fill_uninitialized_memory = True
 cli.main(["evaluate-test", *common, "--trials", "t.jsonl", "--output", "o.json"])
 print(json.dumps({{"modules": modules, "before": before, "after_import": after_import, "seen": seen}}))
 """
@@ -349,6 +353,7 @@ def test_importing_any_module_changes_nothing_global(global_state: dict[str, Any
     assert after["env"] == before["env"]
     assert after["levels"] == before["levels"]
     assert after["filters"] == before["filters"]
+    assert after["fill"] is before["fill"] is True
     assert not set(KERNEL_CACHES) & set(after["env"])
 
 
@@ -358,5 +363,6 @@ def test_the_training_commands_configure_the_process_first(global_state: dict[st
     assert seen["env"]["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == KERNEL_CACHES["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
     assert seen["env"]["LRU_CACHE_CAPACITY"] == "7"  # a value already in the environment wins
     assert set(seen["levels"].values()) == {logging.WARNING}
+    assert seen["fill"] is False  # deterministic mode without NaN-filling new tensors
     for message in EXPECTED_WARNINGS:
         assert any(f.startswith(f"('ignore', re.compile({message!r}") for f in seen["filters"]), message

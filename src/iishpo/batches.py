@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,24 +47,33 @@ class Batches:
             yield self.split.x[idx], self.split.y[idx]
 
 
+class Epoch(NamedTuple):
+    """What one training epoch goes through: the mini-batches to train on, in order, then
+    those to validate on."""
+
+    train: Batches
+    val: Batches
+
+
 class EpochLoader:
-    """The training loader Lightning sees: one item per epoch, that epoch's mini-batches,
-    which :meth:`iishpo.classifier.Classifier.training_step` steps through itself.
+    """The training loader Lightning sees: one item per epoch, an :class:`Epoch`, which
+    :meth:`iishpo.classifier.Classifier.training_step` steps through and validates itself.
 
     Lightning's loop around each of its steps (fetching, batch transfer, hooks, progress)
-    cost about 1 ms, a sixth of an optimization step of a small CNN at 16 px on a CPU
-    (``benchmarks/trainer_overhead.py``); once per epoch it is nothing. The batches and
-    their order are those of iterating ``batches`` directly.
+    cost about 1 ms, a sixth of an optimization step of a small CNN at 16 px on a CPU, and
+    its validation loop about 3 ms per epoch (``benchmarks/trainer_overhead.py``); once per
+    epoch a step is nothing. The batches and their order are those of iterating ``train``
+    and ``val`` directly.
     """
 
-    def __init__(self, batches: Batches) -> None:
-        self.batches = batches
+    def __init__(self, train: Batches, val: Batches) -> None:
+        self.epoch = Epoch(train, val)
 
     def __len__(self) -> int:
         return 1
 
-    def __iter__(self) -> Iterator[Batches]:
-        yield self.batches
+    def __iter__(self) -> Iterator[Epoch]:
+        yield self.epoch
 
 
 class TrainingData:

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from iishpo.batches import Epoch
 from iishpo.failures import Diverged
 
 
@@ -17,12 +18,13 @@ class Classifier(L.LightningModule):
     checkpoint files: a stage trains hundreds of models) and stops the training after
     ``patience`` validations without a lower error.
 
-    Lightning's per-step machinery is a large share of a step at 8-32 px, so the module
-    does the little it needs itself: the optimization steps (manual optimization, one
-    Lightning step per epoch over that epoch's mini-batches, see
-    :class:`~iishpo.batches.EpochLoader`), and early stopping on the error it already
-    computes (no ``self.log``, no result collection, no callback). The arithmetic and its
-    order are those of Lightning's automatic optimization with ``EarlyStopping(mode="min")``.
+    Lightning's per-step and per-epoch machinery is a large share of an epoch at 8-32 px,
+    so the module does the little it needs itself: one Lightning step per epoch (see
+    :class:`~iishpo.batches.EpochLoader`) runs the optimization steps over that epoch's
+    mini-batches (manual optimization) and then the validation, in evaluation mode without
+    autograd, and stops early on the error it computes (no validation loop, no ``self.log``,
+    no result collection, no callback). The arithmetic and its order are those of
+    Lightning's automatic optimization, validation loop and ``EarlyStopping(mode="min")``.
     """
 
     def __init__(self, net: nn.Module, lr: float, momentum: float, l1: float, l2: float, patience: int) -> None:
@@ -33,8 +35,6 @@ class Classifier(L.LightningModule):
         self.patience = patience
         self.automatic_optimization = False
         self._weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
-        self._errors = 0
-        self._seen = 0
         self._since_best = 0
         self.best_error: float | None = None
         self.best_epoch = -1
@@ -55,26 +55,32 @@ class Classifier(L.LightningModule):
             raise Diverged(f"loss became {loss.item()} in epoch {self.current_epoch}")
         return loss
 
-    def training_step(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_idx: int) -> None:
-        """One epoch: an SGD step on each of its mini-batches, in order."""
+    def training_step(self, epoch: Epoch, batch_idx: int) -> None:
+        """One epoch: an SGD step on each of its training mini-batches, in order, then
+        the validation."""
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list), "configure_optimizers returns one optimizer"
-        for batch in batches:
+        for batch in epoch.train:
             loss = self.loss(batch)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
+        self.end_epoch(self.validation_error(epoch.val))
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self._errors += int((self.net(x).argmax(1) != y).sum())
-        self._seen += len(y)
+    def validation_error(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """The fraction of misclassified images over all ``batches``."""
+        errors = seen = 0
+        self.net.eval()
+        with torch.no_grad():
+            for x, y in batches:
+                errors += int((self.net(x).argmax(1) != y).sum())
+                seen += len(y)
+        self.net.train()
+        return errors / max(seen, 1)
 
-    def on_validation_epoch_end(self) -> None:
+    def end_epoch(self, error: float) -> None:
         """Keep the best weights (the earliest on ties); stop after ``patience``
         validations without a strictly lower error."""
-        error = self._errors / max(self._seen, 1)
-        self._errors = self._seen = 0
         if self.best_error is None or error < self.best_error:
             self.best_error, self.best_epoch, self._since_best = error, self.current_epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}

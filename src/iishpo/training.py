@@ -3,8 +3,8 @@ and score a trained model on a split.
 
 Many trainings run in one process, so everything per-step that Lightning would add on a
 tiny CPU workload is switched off (``barebones``: no progress bar, logger, checkpoints,
-model summary or logging; the module steps its optimizer through each epoch and stops
-early itself, see :class:`~iishpo.classifier.Classifier`), the images live in memory as
+model summary or logging; the module steps its optimizer through each epoch, validates
+and stops early itself, see :class:`~iishpo.classifier.Classifier`), the images live in memory as
 one tensor per split (:mod:`iishpo.batches`), and each trial's objects are dropped before
 the next one starts (:mod:`iishpo.memory`).
 """
@@ -81,8 +81,10 @@ def train(
     with allocation_failures_as_out_of_memory():
         trainer.fit(
             module,
-            train_dataloaders=EpochLoader(Batches(train_split, int(config["batch_size"]), shuffle=True, seed=seed)),
-            val_dataloaders=Batches(val_split, settings.eval_batch_size, shuffle=False),
+            train_dataloaders=EpochLoader(
+                Batches(train_split, int(config["batch_size"]), shuffle=True, seed=seed),
+                Batches(val_split, settings.eval_batch_size, shuffle=False),
+            ),
         )
     if module.best_error is None:
         raise TrialFailed("training ended before the first validation")
