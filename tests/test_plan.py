@@ -76,3 +76,14 @@ def test_planning_the_paper_study_downloads_nothing(tmp_path):
     assert re.search(r"^prepare_dataset\s+1$", plan, re.MULTILINE), plan[-3000:]
     assert sorted(p.name for p in workdir.iterdir()) == [".snakemake"]  # no data/, no results/
     assert not log.exists(), f"network access while planning: {log.read_text()}"
+
+
+def test_planning_imports_no_deep_learning_framework():
+    """What the workflow imports to build its DAG leaves torch and Lightning out: torch
+    alone took 2 s of every `snakemake` run, dry runs and cluster job steps included."""
+    code = (
+        "import sys, iishpo.config, iishpo.layout, iishpo.resources, iishpo.worker; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert not {"torch", "lightning"} & {m.split(".")[0] for m in modules}

@@ -7,11 +7,12 @@ The model reads its hyperparameters by the names declared in ``conf/space``; opt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from iishpo.space import layer_name
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def build_cnn(config: Mapping[str, Any], in_channels: int, resolution: int, n_classes: int) -> nn.Sequential:
@@ -22,6 +23,10 @@ def build_cnn(config: Mapping[str, Any], in_channels: int, resolution: int, n_cl
 
     Raises ``ValueError`` when the pooling would shrink the feature map below 1 px.
     """
+    # torch is imported here, not with the module: the workflow reads the memory estimate
+    # below while it builds the DAG, and importing torch took 2 s of every `snakemake` run
+    from torch import nn
+
     n_conv, n_fc = int(config["n_conv"]), int(config["n_fc"])
     if n_conv < 1 or n_fc < 1:
         raise ValueError(f"need n_conv >= 1 and n_fc >= 1, got n_conv={n_conv}, n_fc={n_fc}")
