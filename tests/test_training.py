@@ -176,30 +176,56 @@ def test_a_training_starts_from_the_seeds_initial_weights_with_the_configured_lo
     assert (module.lr, module.momentum, module.l1, module.l2) == (0.0, settings.momentum, 0.01, 0.02)
 
 
-def test_a_training_is_plain_sgd_over_the_seeds_batches() -> None:
+@pytest.mark.parametrize(("precision", "dtype", "through_lightning"), [
+    ("32-true", torch.float32, False),  # autograd and the optimizer called directly
+    ("64-true", torch.float64, True),  # Lightning's manual_backward and optimizer wrapper
+])
+def test_a_training_is_plain_sgd_over_the_seeds_batches(
+    monkeypatch: pytest.MonkeyPatch, precision: str, dtype: torch.dtype, through_lightning: bool
+) -> None:
     """Lightning adds no arithmetic: one epoch through ``train`` ends with exactly the
     weights of a hand-written loop over the same seeded batches (the net built after
-    seeding torch, the penalised loss, SGD with momentum)."""
+    seeding torch, the penalised loss, SGD with momentum), in the precision's type."""
+    backward = Classifier.manual_backward
+    lightning_backwards: list[torch.Tensor] = []
+
+    def counted(self: Classifier, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        lightning_backwards.append(loss)
+        backward(self, loss, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "manual_backward", counted)
     data = TrainingData(brightness_splits(), CPU)
-    settings = compose(*TINY, "trainer.max_epochs=1").trainer
+    settings = replace(compose(*TINY, "trainer.max_epochs=1").trainer, precision=precision)
     config = {**CONFIG, "l1": 0.001, "l2": 0.002}
     _, module = train(config, data, settings, seed=4)
 
     torch.manual_seed(4)
-    net = build_cnn(config, 1, 8, 2).to(memory_format=torch.channels_last)
+    net = build_cnn(config, 1, 8, 2).to(dtype=dtype, memory_format=torch.channels_last)
     weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=settings.momentum)
     steps = 0
     for x, y in Batches(data.tensors["train"], 16, shuffle=True, seed=4):
-        loss = nn.functional.cross_entropy(net(x), y)
+        loss = nn.functional.cross_entropy(net(x.to(dtype)), y)
         loss = loss + 0.001 * sum(w.abs().sum() for w in weights) + 0.002 * sum(w.pow(2).sum() for w in weights)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         steps += 1
     assert steps == 3  # 48 images in batches of 16
+    assert len(lightning_backwards) == (steps if through_lightning else 0)
     trained = module.net.state_dict()
-    assert all(torch.equal(trained[name], value) for name, value in net.state_dict().items())
+    assert all(trained[name].dtype == dtype and torch.equal(trained[name], value) for name, value in net.state_dict().items())
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true", "64-true"])
+def test_every_precision_a_cpu_has_trains_and_scores(precision: str) -> None:
+    """The ``*-true`` precisions cast the weights, so the images are cast to match in
+    training, validation and scoring; mixed precision casts inside autocast."""
+    data = TrainingData(brightness_splits(), CPU)
+    settings = replace(compose(*TINY, "trainer.max_epochs=3", "trainer.patience=5").trainer, precision=precision)
+    result, module = train(CONFIG, data, settings, seed=0)
+    assert result.epochs == 3 and 0.0 <= result.val_error <= 1.0
+    assert evaluate(module, data.tensors["test"], 8, "accuracy", 2) > 0.5  # brightness is learnt in an epoch or two
 
 
 def test_the_training_loader_hands_lightning_one_item_per_epoch_its_batches() -> None:

@@ -100,7 +100,7 @@ def evaluate(module: Classifier, split: TensorSplit, batch_size: int, metric: st
     predictions = []
     with torch.no_grad():
         for x, _ in Batches(split, batch_size, shuffle=False):
-            predictions.append(module.net(x.to(module.device)).argmax(1).cpu())
+            predictions.append(module(x.to(module.device)).argmax(1).cpu())
     pred = torch.cat(predictions).numpy()
     truth = split.y.cpu().numpy()
     if metric == "accuracy":
