@@ -135,7 +135,7 @@ class _OneClass(torch.nn.Module):
         super().__init__()
         self.label, self.n_classes, self.device = label, n_classes, torch.device("cpu")
 
-    def net(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(len(x), self.n_classes)
         logits[:, self.label] = 1.0
         return logits
