@@ -54,7 +54,7 @@ def configure_training() -> None:
     # A CPU training is deterministic (``Trainer(deterministic=True)``), and PyTorch's
     # deterministic mode also fills every new tensor with NaN, a guard for kernels that
     # read memory they did not write. None of ours does (the default study made the same
-    # trials without it), and the filling cost 5-10% of a training at 32 px.
+    # trials without it), and the filling cost 3-10% of a training at 32 px.
     torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
