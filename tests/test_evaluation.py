@@ -128,12 +128,12 @@ def test_best_trial_is_retrained_and_scored(
 
 
 class _OneClass(torch.nn.Module):
-    """Stands in for a retrained model: it predicts one class for every image, so that its
+    """Stands in for a retrained net: it predicts one class for every image, so that its
     test score is known by hand."""
 
     def __init__(self, label: int, n_classes: int) -> None:
         super().__init__()
-        self.label, self.n_classes, self.device = label, n_classes, torch.device("cpu")
+        self.label, self.n_classes = label, n_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(len(x), self.n_classes)
@@ -181,7 +181,7 @@ def test_record_and_log_hold_each_score_their_mean_and_spread(
 
     def one_class_train(config: Any, data: Any, trainer: Any, seed: int, *fit_val: Any) -> Any:
         calls.append((config, seed, fit_val))
-        return None, _OneClass(len(calls) - 1, 3)
+        return None, Classifier(_OneClass(len(calls) - 1, 3), 0.1, 0.9, 0.0, 0.0, patience=1)
 
     monkeypatch.setattr(evaluation_module, "train", one_class_train)
     # the clock reads 1000 s before the retrainings and 1012.3456 s after them

@@ -84,14 +84,21 @@ class Classifier(L.LightningModule):
 
     def validation_error(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
         """The fraction of misclassified images over all ``batches``."""
-        errors = seen = 0
+        predicted, truth = self.predicted_labels(batches)
+        return int((predicted != truth).sum()) / max(len(truth), 1)
+
+    def predicted_labels(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predicted and the true class of every image in ``batches``, in order: the
+        net in evaluation mode without autograd, its mode restored afterwards."""
+        predicted, truth = [torch.empty(0, dtype=torch.long)], [torch.empty(0, dtype=torch.long)]
+        training = self.net.training
         self.net.eval()
         with torch.no_grad():
             for x, y in batches:
-                errors += int((self(x).argmax(1) != y).sum())
-                seen += len(y)
-        self.net.train()
-        return errors / max(seen, 1)
+                predicted.append(self(x.to(self.device)).argmax(1).cpu())
+                truth.append(y.cpu())
+        self.net.train(training)
+        return torch.cat(predicted), torch.cat(truth)
 
     def end_epoch(self, error: float) -> None:
         """Keep the best weights (the earliest on ties); stop after ``patience``

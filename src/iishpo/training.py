@@ -96,13 +96,8 @@ def train(
 def evaluate(module: Classifier, split: TensorSplit, batch_size: int, metric: str, n_classes: int) -> float:
     """Accuracy, or the mean of per-class accuracies over the classes present in ``split``
     (102 Flowers' test protocol)."""
-    module.eval()
-    predictions = []
-    with torch.no_grad():
-        for x, _ in Batches(split, batch_size, shuffle=False):
-            predictions.append(module(x.to(module.device)).argmax(1).cpu())
-    pred = torch.cat(predictions).numpy()
-    truth = split.y.cpu().numpy()
+    predicted, labels = module.predicted_labels(Batches(split, batch_size, shuffle=False))
+    pred, truth = predicted.numpy(), labels.numpy()
     if metric == "accuracy":
         return float((pred == truth).mean())
     per_class = [float((pred[truth == c] == c).mean()) for c in range(n_classes) if (truth == c).any()]
