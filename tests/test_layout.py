@@ -19,6 +19,7 @@ from iishpo.layout import (
     digest,
     evaluation_config,
     ranges_config,
+    remaining_work,
     runs,
     stage_config,
     stages,
@@ -49,6 +50,21 @@ def test_stages_follow_the_strategy() -> None:
     assert [(p.key, p.resolution, p.budget) for p in stages(study, standard)] == [
         (StageKey("synthetic", "ga", "standard", 2, 0), 32, 6)
     ]
+
+
+def test_remaining_work_counts_later_stages_by_pixels_and_the_test_retrainings() -> None:
+    study = compose(
+        *TINY, "study.ladder=[8,16,32]", "study.budget=6", "study.iis_budgets=[3,2,1]",
+        "study.strategies=[standard,iis,independent]",
+    ).study
+    iis = RunKey("synthetic", "ga", "iis", 0)
+    # 3 evaluations at 8 px cost 3/16 of one at 32 px, 2 at 16 px 2/4; then 3 retrainings
+    assert remaining_work(study, iis, 0, test_trainings=3) == 3 / 16 + 2 / 4 + 1 + 3
+    assert remaining_work(study, iis, 2, test_trainings=3) == 1 + 3
+    assert remaining_work(study, iis, 3, test_trainings=3) == 3  # the test evaluation alone
+    assert remaining_work(study, RunKey("synthetic", "ga", "standard", 0), 0, test_trainings=2) == 6 + 2
+    # Experiment 1's runs have no test evaluation
+    assert remaining_work(study, RunKey("synthetic", "ga", "independent", 0), 1, test_trainings=3) == 6 / 4 + 6
 
 
 def test_paths_and_snakemake_patterns_agree() -> None:

@@ -23,7 +23,17 @@ import yaml
 from helpers import REPO, TINY, compose, journal_in
 from iishpo.artifacts import read_evaluation, read_ranges, read_stage
 from iishpo.config import STAGED, Settings
-from iishpo.layout import Layout, RunKey, StageKey, digest, figure_files, runs, stage_config, stages
+from iishpo.layout import (
+    Layout,
+    RunKey,
+    StageKey,
+    digest,
+    figure_files,
+    remaining_work,
+    runs,
+    stage_config,
+    stages,
+)
 from iishpo.space import Config, SearchSpace
 from iishpo.store import Trial, read_trials
 
@@ -318,6 +328,24 @@ def test_every_job_ran_in_the_warm_worker(finished_study: Path, settings: Settin
     assert {(cwd, code) for _, cwd, code in ran} == {(str(finished_study), "0")}
     socket = re.search(r"serving on (\S+)", notes)
     assert socket and not Path(socket.group(1)).parent.exists()
+
+
+def test_the_longest_chains_of_work_started_first(finished_study: Path, settings: Settings) -> None:
+    """Every run's first stage is ready once the data are prepared; Snakemake started them
+    in the order of their priority, the training left in their run (critical path first),
+    so that a long `standard` run does not start last and end the study on one core."""
+    log = min((finished_study / ".snakemake" / "log").glob("*.snakemake.log"))  # the study's run
+    started, rule = [], None
+    for line in log.read_text().splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+            rule = match.group(1)
+        elif line.strip().startswith("wildcards:") and rule == "run_stage":
+            fields = dict(item.split("=") for item in line.strip().removeprefix("wildcards: ").split(", "))
+            if fields["stage"] == "0":
+                started.append(RunKey(fields["dataset"], fields["optimizer"], fields["strategy"], int(fields["seed"])))
+    assert sorted(started, key=str) == sorted(runs(settings.study), key=str)
+    work = [remaining_work(settings.study, run, 0, settings.evaluation.repeats) for run in started]
+    assert len(set(work)) > 1 and work == sorted(work, reverse=True), list(zip(started, work))
 
 
 # -- reruns -------------------------------------------------------------------------------

@@ -100,6 +100,20 @@ def stages(study: Study, run: RunKey) -> list[StagePlan]:
     ]
 
 
+def remaining_work(study: Study, run: RunKey, first_stage: int, test_trainings: int) -> float:
+    """The training left in ``run`` from stage ``first_stage`` on (``len(stages)``: only
+    its test retrainings), in evaluations at the study's last resolution, an evaluation's
+    cost taken as its pixels.
+
+    The Snakefile gives it to Snakemake as each job's priority: the jobs with the longest
+    chain of work after them start first (critical path first), so that a long run does
+    not start late and end the study on one core while the other idles.
+    """
+    last = study.ladder[-1]
+    work = sum(plan.budget * (plan.resolution / last) ** 2 for plan in stages(study, run)[first_stage:])
+    return work + (test_trainings if run.strategy not in UNEVALUATED else 0)
+
+
 class Layout:
     """Paths of one study's results: ``<results>/<study>/<dataset>/<optimizer>/<strategy>/seed<k>/``."""
 

@@ -9,8 +9,8 @@ from snakemake.exceptions import WorkflowError
 from iishpo.config import STAGED, ConfigError, load_settings, overrides_from_mapping
 from iishpo.resources import evaluation_runtime, training_mem_mb, training_runtime
 from iishpo.layout import (
-    Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config, runs,
-    stage_config, stages, summary_config,
+    Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config,
+    remaining_work, runs, stage_config, stages, summary_config,
 )
 
 OVERRIDES = overrides_from_mapping(config)
@@ -112,3 +112,20 @@ def stage_runtime(wildcards, input):
 
 def test_runtime(wildcards, input):
     return evaluation_runtime(SETTINGS, TRAINING, input.data)
+
+
+# Critical path first: a job's priority is the training left in its run from it on, so
+# that Snakemake starts the long chains (a `standard` run) before the short ones.
+def stage_priority(wildcards):
+    key = stage_key(wildcards)
+    return remaining_work(STUDY, key.run, key.stage, SETTINGS.evaluation.repeats)
+
+
+def ranges_priority(wildcards):
+    key = stage_key(wildcards)
+    return remaining_work(STUDY, key.run, key.stage + 1, SETTINGS.evaluation.repeats)
+
+
+def test_priority(wildcards):
+    run = run_key(wildcards)
+    return remaining_work(STUDY, run, len(stages(STUDY, run)), SETTINGS.evaluation.repeats)

@@ -16,6 +16,7 @@ rule evaluate_test:
         overrides=OVERRIDE_ARGS,
     log:
         f"{RUN}/evaluate_test.log",
+    priority: test_priority
     threads: SETTINGS.trainer.threads
     resources:
         mem_mb=training_memory,

@@ -16,6 +16,7 @@ rule run_stage:
         overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/run_stage.log",
+    priority: stage_priority
     threads: SETTINGS.trainer.threads
     resources:
         mem_mb=training_memory,
@@ -39,6 +40,7 @@ rule extract_ranges:
         overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/extract_ranges.log",
+    priority: ranges_priority
     threads: LIGHT.threads
     resources:
         mem_mb=LIGHT.mem_mb,
