@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
 
 from helpers import CONF, compose
 from iishpo import config as config_module
-from iishpo.config import ConfigError, compose_config, overrides_from_mapping
+from iishpo.config import PRECISIONS, ConfigError, compose_config, overrides_from_mapping
 from iishpo.optimizers import REGISTRY
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
@@ -74,6 +74,18 @@ def test_narrowing_runs_the_iis_budgets_at_the_largest_resolution() -> None:
     assert study.stages("standard") == [(32, 12)]
 
 
+def test_the_precisions_allowed_are_lightnings() -> None:
+    """`trainer.precision` is checked at load without importing Lightning; the list it is
+    checked against must be the strings Lightning's Trainer takes, and "auto"."""
+    from lightning.fabric.plugins.precision.precision import (
+        _PRECISION_INPUT_STR,
+        _PRECISION_INPUT_STR_ALIAS,
+    )
+
+    assert len(set(PRECISIONS)) == len(PRECISIONS)
+    assert set(PRECISIONS) == {"auto", *get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -98,6 +110,7 @@ def test_narrowing_runs_the_iis_budgets_at_the_largest_resolution() -> None:
         (["trainer.max_epochs=abc"], "trainer.max_epochs must be an integer, got 'abc' (str)"),
         (["trainer.momentum=fast"], "trainer.momentum must be a number, got 'fast'"),
         (["trainer.precision=[32]"], "trainer.precision must be a string"),
+        (["trainer.precision=17-true"], "trainer.precision '17-true' not allowed; allowed: ('auto', '64-true'"),
         (["study.budget=1.5"], "study.budget must be an integer, got 1.5"),
         (["study.seeds=7"], "study.seeds must be a list of integers, got 7"),
         (["study.seeds=[0,x]"], "study.seeds[1] must be an integer, got 'x'"),

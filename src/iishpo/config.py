@@ -41,6 +41,13 @@ STRATEGIES = ("standard", "iis", "narrowing", "independent")
 #: strategies whose runs have several stages with range extraction in between
 STAGED = ("iis", "narrowing")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: "auto" (iishpo.device.precision_for) and the precisions Lightning's Trainer takes as
+#: strings, aliases included: checked here so that a typo fails at load, not at the first
+#: training (tests/test_config.py holds the list against Lightning's own)
+PRECISIONS = (
+    "auto", "64-true", "32-true", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+    "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
+)
 TEST_METRICS = ("accuracy", "mean_class_accuracy")
 #: environment variable naming the configuration directory (default: ./conf)
 CONF_ENV = "IISHPO_CONF"
@@ -278,6 +285,8 @@ def _trainer(raw: Any) -> Trainer:
         raise ConfigError(
             f"trainer.accelerator {trainer.accelerator!r} not allowed; allowed: {ACCELERATORS}"
         )
+    if trainer.precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision {trainer.precision!r} not allowed; allowed: {PRECISIONS}")
     limit = trainer.memory_limit_mb
     if limit is not None and not limit > 0:
         raise ConfigError(
