@@ -216,16 +216,25 @@ def test_a_local_run_starts_a_warm_worker_and_stops_it_at_the_end(tmp_path: Path
 def test_the_worker_forks_its_jobs_from_a_frozen_heap_with_the_run_composed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """What a job would compose and the package versions it records are there already;
-    the preloaded objects are out of the garbage collector's reach."""
+    """What a job would compose, the package versions it records and the entry points its
+    first Trainer asks for are there already; the preloaded objects are out of the garbage
+    collector's reach."""
+    import lightning as L
+    from lightning.fabric.utilities import registry
+
     overrides = [*OVERRIDES, "trainer.max_epochs=3"]  # not composed before in this process
     composed: list[list[str]] = []
     real = config_module.compose
     monkeypatch.setattr(config_module, "compose", lambda **kwargs: composed.append(kwargs["overrides"]) or real(**kwargs))
     package_versions.cache_clear()
+    if hasattr(registry.entry_points, "cache_clear"):  # looked up already in this process
+        registry.entry_points.cache_clear()
     try:
         preload(overrides)
         assert package_versions.cache_info().currsize == 1
+        looked_up = registry.entry_points.cache_info()  # type: ignore[attr-defined]
+        L.Trainer(accelerator="cpu", devices=1, barebones=True)
+        assert looked_up.currsize == 1 and registry.entry_points.cache_info().misses == looked_up.misses  # type: ignore[attr-defined]
         assert gc.get_freeze_count() > 0
         assert load_settings(overrides, config_dir=CONF).trainer.max_epochs == 3
         assert composed == [overrides]

@@ -177,7 +177,8 @@ class LocalWorker:
 def preload(overrides: Sequence[str] = ()) -> None:
     """Import everything a training job needs (the light jobs need a part of it), compose
     the configuration that the jobs will ask for (``overrides``: the run's), read the
-    package versions their results record, and freeze the result.
+    package versions their results record and the callback entry points every Trainer
+    asks for, and freeze the result.
 
     Frozen, the ~400 000 objects are out of the garbage collector's reach in every forked
     job: otherwise a job's first full collection scanned them all, and so copied every
@@ -193,8 +194,10 @@ def preload(overrides: Sequence[str] = ()) -> None:
     import iishpo.stage  # noqa: F401  (torch, Lightning)
     from iishpo.config import ConfigError, load_settings
     from iishpo.provenance import package_versions
+    from iishpo.runtime import look_up_entry_points_once
 
     package_versions()
+    look_up_entry_points_once()
     try:
         load_settings(overrides)
         _note(f"composed the configuration with overrides {list(overrides)}")
