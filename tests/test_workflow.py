@@ -64,16 +64,22 @@ def snakemake(
     return result
 
 
-def planned_jobs(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> set[tuple[str, str]]:
-    """``(rule, wildcards)`` of every job ``snakemake -n`` would run, the target rule left out."""
-    result = snakemake(workdir, *args, flags=("--dry-run",), snakefile=snakefile)
+def jobs_in(output: str) -> list[tuple[str, str]]:
+    """``(rule, wildcards)`` of every job Snakemake printed (a run's log or a dry run's
+    plan), in the order printed."""
     jobs: list[list[str]] = []
-    for line in (result.stdout + result.stderr).splitlines():
+    for line in output.splitlines():
         if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
             jobs.append([match.group(1), ""])
         elif line.strip().startswith("wildcards:") and jobs:
             jobs[-1][1] = line.strip().removeprefix("wildcards: ")
-    return {(rule, wildcards) for rule, wildcards in jobs if rule != "default"}
+    return [(rule, wildcards) for rule, wildcards in jobs]
+
+
+def planned_jobs(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile") -> set[tuple[str, str]]:
+    """``(rule, wildcards)`` of every job ``snakemake -n`` would run, the target rule left out."""
+    result = snakemake(workdir, *args, flags=("--dry-run",), snakefile=snakefile)
+    return {(rule, wildcards) for rule, wildcards in jobs_in(result.stdout + result.stderr) if rule != "default"}
 
 
 def wildcards(key: RunKey | StageKey) -> str:
@@ -335,15 +341,9 @@ def test_the_longest_chains_of_work_started_first(finished_study: Path, settings
     in the order of their priority, the training left in their run (critical path first),
     so that a long `standard` run does not start last and end the study on one core."""
     log = min((finished_study / ".snakemake" / "log").glob("*.snakemake.log"))  # the study's run
-    started, rule = [], None
-    for line in log.read_text().splitlines():
-        if match := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
-            rule = match.group(1)
-        elif line.strip().startswith("wildcards:") and rule == "run_stage":
-            fields = dict(item.split("=") for item in line.strip().removeprefix("wildcards: ").split(", "))
-            if fields["stage"] == "0":
-                started.append(RunKey(fields["dataset"], fields["optimizer"], fields["strategy"], int(fields["seed"])))
-    assert sorted(started, key=str) == sorted(runs(settings.study), key=str)
+    first_stage = {wildcards(run.stage(0)): run for run in runs(settings.study)}
+    started = [first_stage[w] for rule, w in jobs_in(log.read_text()) if rule == "run_stage" and w in first_stage]
+    assert sorted(started, key=str) == sorted(first_stage.values(), key=str)
     work = [remaining_work(settings.study, run, 0, settings.evaluation.repeats) for run in started]
     assert len(set(work)) > 1 and work == sorted(work, reverse=True), list(zip(started, work))
 
