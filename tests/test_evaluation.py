@@ -212,6 +212,7 @@ def test_record_and_log_hold_each_score_their_mean_and_spread(
     assert out.wall_time == 12.346  # rounded to the millisecond
     assert out.config_digest == digest(evaluation_config(settings, "synthetic"))  # as the summary checks it
     assert out.provenance.seed == 5 and out.provenance.device.startswith("cpu (")
+    assert out.provenance.precision == "32-true"  # precision "auto" on a CPU
     kind = "fold" if folds else "retraining"
     logged = [record.getMessage() for record in caplog.records if record.name == "iishpo.evaluation"]
     summary = (

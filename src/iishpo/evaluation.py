@@ -22,7 +22,7 @@ from iishpo.config import Settings
 from iishpo.data.splits import load_splits
 from iishpo.device import device_for
 from iishpo.layout import digest, evaluation_config
-from iishpo.provenance import device_description, provenance
+from iishpo.provenance import training_provenance
 from iishpo.seeds import Stream, derive_seed
 from iishpo.store import ranked, read_trials
 from iishpo.training import evaluate, train
@@ -63,7 +63,7 @@ def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path
         val_error=best.val_error, trial=best.number, config=best.config,  # type: ignore[arg-type]
         resolution=data.resolution, wall_time=round(time.perf_counter() - start, 3),
         config_digest=digest(evaluation_config(settings, dataset)),
-        provenance=provenance(settings.resolved, settings.overrides, device=device_description(device), seed=seed),
+        provenance=training_provenance(settings, device, seed),
     )
     write_record(out_file, out)
     log.info(

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iishpo.config import Settings
 
 PACKAGES = (
     "iishpo", "torch", "lightning", "hyperopt", "deap", "smac", "numpy", "hydra-core",
@@ -72,9 +75,14 @@ class Provenance:
     created_at: str
     device: str
     seed: int
+    #: Lightning's precision of the trainings (``trainer.precision`` resolved on the device);
+    #: empty in records made before it was recorded, and where nothing trains
+    precision: str = ""
 
 
-def provenance(resolved_config: dict[str, Any], overrides: tuple[str, ...], device: str, seed: int) -> Provenance:
+def provenance(
+    resolved_config: dict[str, Any], overrides: tuple[str, ...], device: str, seed: int, precision: str = "",
+) -> Provenance:
     return Provenance(
         config=resolved_config,
         overrides=list(overrides),
@@ -85,4 +93,16 @@ def provenance(resolved_config: dict[str, Any], overrides: tuple[str, ...], devi
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         device=device,
         seed=seed,
+        precision=precision,
+    )
+
+
+def training_provenance(settings: Settings, device: Any, seed: int) -> Provenance:
+    """A training job's provenance: the device it trained on and Lightning's precision there
+    (``auto`` resolves per device, so the record says which one the trainings had)."""
+    from iishpo.device import precision_for
+
+    return provenance(
+        settings.resolved, settings.overrides, device=device_description(device), seed=seed,
+        precision=precision_for(settings.trainer.precision, device),
     )

@@ -60,7 +60,7 @@ from iishpo.layout import STAGE_RECORD as SUMMARY
 from iishpo.layout import TRIALS, StageKey, digest, stage_config
 from iishpo.memory import release_memory
 from iishpo.optimizers import create_optimizer
-from iishpo.provenance import device_description, provenance
+from iishpo.provenance import device_description, training_provenance
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic
@@ -311,7 +311,5 @@ def _summary(
         wall_time=trials[-1].elapsed if trials else 0.0,
         best=None if best is None else BestTrial(best.number, best.val_error, best.config),  # type: ignore[arg-type]
         config_digest=digest(stage_config(settings, key)),
-        provenance=provenance(
-            settings.resolved, settings.overrides, device=device_description(device), seed=key.seed,
-        ),
+        provenance=training_provenance(settings, device, key.seed),
     )
