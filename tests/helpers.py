@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from iishpo.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+#: its sitecustomize, on PYTHONPATH, holds a stage in its second training (see there)
+HOLD = REPO / "tests" / "hold"
 
 #: Overrides that make every stage tiny: two epochs, few images, the smoke study.
 TINY = [
@@ -32,3 +35,10 @@ def journal_in(stage_dir: Path) -> Path:
     found = sorted(stage_dir.glob(JOURNALS))
     assert len(found) <= 1, f"more than one journal in {stage_dir}: {found}"
     return found[0] if found else stage_dir / "no-journal-yet"
+
+
+def held(hold: Path | None = None) -> dict[str, str]:
+    """Environment in which a stage (also one a warm worker runs) can be held: with
+    ``hold``, it creates that file in its second training and waits there for a signal."""
+    path = os.pathsep.join(p for p in (str(HOLD), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, **({"IISHPO_TEST_HOLD": str(hold)} if hold else {})}

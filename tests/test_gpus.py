@@ -13,11 +13,13 @@ import pytest
 
 from iishpo.gpus import VISIBLE, claim_device, gpu_for_job, slot_order
 
-#: A job: claims a device, reports it, holds it until ``release`` exists (or forever).
+#: A job: claims a device, reports it, holds it until ``release`` exists (or forever);
+#: it logs (to stderr) when it finds every slot taken and waits.
 HOLDER = """
-import sys, time
+import logging, sys, time
 from pathlib import Path
 from iishpo.gpus import claim_device
+logging.basicConfig(level=logging.INFO)
 lock_dir, devices, share, report, release = sys.argv[1:]
 with claim_device(Path(lock_dir), [int(d) for d in devices.split(",")], int(share), poll_s=0.05) as device:
     Path(report).write_text(str(device))
@@ -27,17 +29,19 @@ with claim_device(Path(lock_dir), [int(d) for d in devices.split(",")], int(shar
 
 
 def start_holder(tmp_path: Path, name: str, devices: str, share: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """A HOLDER process; its device is written to the returned path, its log beside it (``.log``)."""
     report = tmp_path / f"{name}.device"
     process = subprocess.Popen([
         sys.executable, "-c", HOLDER, str(tmp_path / "locks"), devices, str(share), str(report),
         str(tmp_path / "release"),
-    ])
+    ], stderr=report.with_suffix(".log").open("wb"))
     return process, report
 
 
-def wait_for(path: Path, timeout_s: float = 30.0) -> str:
+def wait_for(path: Path, text: str = "", timeout_s: float = 30.0) -> str:
+    """What ``path`` holds once it holds something, and ``text`` in it."""
     deadline = time.monotonic() + timeout_s
-    while not path.exists() or not path.read_text():
+    while not path.exists() or not path.read_text() or text not in path.read_text():
         if time.monotonic() > deadline:
             raise AssertionError(f"{path} was not written within {timeout_s} s")
         time.sleep(0.05)
@@ -91,7 +95,7 @@ def test_a_waiting_job_gets_the_slot_a_finished_job_releases(tmp_path: Path) -> 
     with claim_device(tmp_path / "locks", [1], 1) as held:
         assert held == 1
         waiter, report = start_holder(tmp_path, "waiter", "1", 1)
-        time.sleep(0.5)
+        wait_for(report.with_suffix(".log"), "are taken; waiting")  # it tried every slot
         assert not report.exists(), "the waiter took a slot that was held"
     try:
         assert wait_for(report) == "1"

@@ -1,8 +1,10 @@
 """A study survives crashes, kills and bad trials without losing finished work.
 
-Real processes are killed here (Snakemake and ``python -m iishpo run-stage``), so the
-slow parts run side by side: the uninterrupted reference stage starts in the background
-when the first test asks for it, and later tests compare against it.
+Real processes are killed here (Snakemake and ``python -m iishpo run-stage``), held in
+their second training (tests/hold) so that the kill lands mid-stage however fast the
+machine trains, and the slow parts run side by side: the uninterrupted reference stage
+starts in the background when the first test asks for it, and later tests compare
+against it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import CONF, REPO, TINY, compose, journal_in
+from helpers import CONF, REPO, TINY, compose, held, journal_in
 from iishpo import stage as stage_module
 from iishpo.artifacts import RangesRecord, write_record
 from iishpo.classifier import Classifier
@@ -74,15 +76,17 @@ def lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def run_stage_cli(workdir: Path, out_dir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """``python -m iishpo run-stage`` as the workflow runs it, stderr to ``workdir``."""
+def run_stage_cli(workdir: Path, out_dir: Path, hold: Path | None = None) -> subprocess.Popen[bytes]:
+    """``python -m iishpo run-stage`` as the workflow runs it, stderr to ``workdir``; with
+    ``hold``, held in its second training (:func:`helpers.held`)."""
     command = [
         sys.executable, "-m", "iishpo", "run-stage", "--dataset", KEY.dataset, "--optimizer",
         KEY.optimizer, "--strategy", KEY.strategy, "--seed", str(KEY.seed), "--stage", str(KEY.stage),
-        "--data", str(DATA), "--out-dir", str(out_dir), *OVERRIDES, *extra,
+        "--data", str(DATA), "--out-dir", str(out_dir), *OVERRIDES,
     ]
+    env = {**env_for(workdir), **held(hold)} if hold else env_for(workdir)
     log = open(workdir / f"{out_dir.name}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, cwd=workdir, env=env_for(workdir), stderr=log, stdout=log)
+    return subprocess.Popen(command, cwd=workdir, env=env, stderr=log, stdout=log)
 
 
 def env_for(workdir: Path) -> dict[str, str]:
@@ -171,14 +175,16 @@ def settings() -> Settings:
 def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
     data_dir: Path, reference: Background, tmp_path: Path
 ) -> None:
-    """Node loss: Snakemake and the job die by SIGKILL mid-stage; the rerun finishes the
-    stage from its journal, and the trials are those of a run that was never killed."""
+    """Node loss: Snakemake and the job die by SIGKILL mid-stage (in the second training);
+    the rerun finishes the stage from its journal, and the trials are those of a run that
+    was never killed."""
     work = workdir_with_data(data_dir, tmp_path / "killed")
+    hold = tmp_path / "held"
     proc = subprocess.Popen(
-        snakemake_command(work), env=env_for(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        snakemake_command(work), env={**env_for(work), **held(hold)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    wait_for(lambda: lines(journal_in(work / STAGE)) >= 1, proc, "the first finished trial")
+    wait_for(hold.exists, proc, "the second training")
     journal = journal_in(work / STAGE)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -192,7 +198,7 @@ def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
     raw = journal.read_bytes()
     kept = raw[: raw.rfind(b"\n") + 1]
     finished = read_trials(journal)
-    assert 1 <= len(finished) < BUDGET, "the kill should land mid-stage"
+    assert len(finished) == 1, "the kill should land in the second training"
     assert not (work / STAGE / TRIALS).exists() and not (work / STAGE / SUMMARY).exists()
 
     # A SIGKILLed Snakemake leaves its lock behind: --unlock, then run as before.
@@ -214,28 +220,23 @@ def test_sigkill_of_the_whole_workflow_then_rerun_resumes_the_stage(
 def test_sigterm_and_sigint_stop_cleanly_and_the_stage_resumes(
     data_dir: Path, reference: Background, settings: Settings, tmp_path: Path
 ) -> None:
-    """SLURM's wall time (SIGTERM) or Ctrl-C (SIGINT) while training: the process exits
-    with 128 + signal, the journal holds every finished trial, no output exists."""
+    """SLURM's wall time (SIGTERM) or Ctrl-C (SIGINT) while training (the second): the
+    process exits with 128 + signal, the journal holds every finished trial, no output
+    exists."""
     work = workdir_with_data(data_dir, tmp_path)
     runs = {signum: Path(f"out_{signum.name}") for signum in (signal.SIGTERM, signal.SIGINT)}
-    procs = {signum: run_stage_cli(work, out) for signum, out in runs.items()}  # side by side
-    waiting = dict(procs)
-
-    def signal_when_a_trial_finished() -> bool:
-        for signum, proc in list(waiting.items()):
-            if lines(journal_in(work / runs[signum])) >= 1:
-                proc.send_signal(signum)  # most likely inside the next training
-                del waiting[signum]
-        return not waiting
-
-    wait_for(signal_when_a_trial_finished, next(iter(procs.values())), "the first finished trials")
+    holds = {signum: work / f"held_{signum.name}" for signum in runs}
+    procs = {signum: run_stage_cli(work, out, holds[signum]) for signum, out in runs.items()}  # side by side
+    for signum, proc in procs.items():
+        wait_for(holds[signum].exists, proc, f"the second training of {runs[signum]}")
+        proc.send_signal(signum)
     for signum, proc in procs.items():
         out = runs[signum]
         assert proc.wait(timeout=120) == 128 + signum
         journal = journal_in(work / out)
         assert sorted((work / out).iterdir()) == [journal]
         finished = read_trials(journal)
-        assert 1 <= len(finished) < BUDGET
+        assert len(finished) == 1
         log = (work / f"{out.name}.log").read_text()
         assert f"interrupted by {signum.name} after {len(finished)} finished evaluations" in log
 
@@ -489,8 +490,10 @@ def test_stage_outputs_carry_their_provenance(reference: Background) -> None:
     # accelerator "auto": the GPU when torch sees one, else the CPU
     if torch.cuda.is_available():
         assert provenance["device"] == f"cuda:{torch.cuda.get_device_name(0)}"
+        assert provenance["precision"] == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true")
     else:
         assert provenance["device"].startswith("cpu (")
+        assert provenance["precision"] == "32-true"  # precision "auto" on a CPU
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
     assert provenance["git"]["commit"] == head.stdout.strip()
     assert f"study.budget={BUDGET}" in provenance["overrides"]

@@ -7,10 +7,12 @@ root) and ports 6817/6818. Slow: about 15 minutes on two cores. Run it on its ow
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,36 @@ SLURM = (
 #: The smoke study at one seed, IIS against standard: every rule of the DAG, small
 #: enough for a step of CI.
 SMOKE = ("study.seeds=[0]", "study.strategies=[standard,iis]")
-#: One long stage per seed (two, side by side): the random optimizer, standard strategy, a
-#: budget of TINY trainings that takes about 2.5 minutes on an idle machine (more when
-#: loaded; 250 took just under 1), so that SLURM's shortest time limit (1 minute, checked
-#: about every 30 s) stops it part-way.
-LONG_BUDGET = 600
-LONG_STAGE = ("study.name=long", "study.optimizers=[random]", "study.strategies=[standard]",
-              f"study.budget={LONG_BUDGET}")
+#: SLURM's shortest time limit is 1 minute; slurmctld checks limits every 30 s and the
+#: test cluster's KillWait is 5 s, so a job over it is gone at most this long after it started.
+KILLED_WITHIN_S = 95
+#: The long stage holds this many times KILLED_WITHIN_S of training, so that it still
+#: outlasts the limit on a machine (or under a load) five times faster than the measurement.
+LONG_STAGE_MARGIN = 5
+#: Probe trainings that measure this machine's rate before the long stage is sized.
+PROBE_BUDGET = 10
+#: Simulates a faster machine: the sized budget is divided by this (README, "Run the tests").
+SPEEDUP = float(os.environ.get("IISHPO_TEST_SPEEDUP", "1"))
+
+
+def long_stage(budget: int) -> tuple[str, ...]:
+    """One stage, the random optimizer, standard strategy, seed 0, ``budget`` trainings."""
+    return ("study.name=long", "study.optimizers=[random]", "study.strategies=[standard]",
+            "study.seeds=[0]", f"study.budget={budget}")
+
+
+def seconds_per_training(workdir: Path) -> float:
+    """This machine's seconds per training of the long stage, from a short run of it (the
+    stage's own clock, so that the optimizer's and the journal's share count too)."""
+    snakemake(workdir, *long_stage(PROBE_BUDGET))
+    trials = read_trials(workdir / "results/long/synthetic/random/standard/seed0/stage0/trials.jsonl")
+    return trials[-1].elapsed / len(trials)
+
+
+def sized_budget(rate: float, speedup: float = SPEEDUP) -> int:
+    """Trainings that take LONG_STAGE_MARGIN times SLURM's kill horizon at ``rate``, divided by
+    ``speedup``: sized from the machine, so that the stage is killed part-way on any machine."""
+    return max(PROBE_BUDGET, math.ceil(LONG_STAGE_MARGIN * KILLED_WITHIN_S / rate / speedup))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,34 +132,41 @@ def test_a_stage_killed_for_memory_or_wall_time_resumes_from_its_journal(
     cluster: Path, tmp_path: Path,
 ) -> None:
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    snakemake(uninterrupted, *LONG_STAGE)
+    budget = sized_budget(seconds_per_training(tmp_path / "probe"))
+    stage_flags = long_stage(budget)
     stage = killed / "results/long/synthetic/random/standard/seed0/stage0"
+    # The uninterrupted reference runs here on one core while the SLURM job uses the other.
+    with ThreadPoolExecutor(max_workers=1) as background:
+        reference = background.submit(snakemake, uninterrupted, *stage_flags)
 
-    # Memory: 100 MB is less than importing torch needs. Without cgroups (this test
-    # cluster) SLURM's state is FAILED; with cgroups it is OUT_OF_MEMORY.
-    oom = snakemake(killed, *LONG_STAGE, check=False,
-                    flags=(*SLURM, "--set-resources", "run_stage:mem_mb=100"))
-    output = oom.stdout + oom.stderr
-    assert oom.returncode != 0
-    assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
-                     r"is: '(FAILED|OUT_OF_MEMORY)'", output), output[-3000:]
-    assert "Exceeded job memory limit" in slurm_log_of(output, "run_stage")
+        # Memory: 100 MB is less than importing torch needs. Without cgroups (this test
+        # cluster) SLURM's state is FAILED; with cgroups it is OUT_OF_MEMORY.
+        oom = snakemake(killed, *stage_flags, check=False,
+                        flags=(*SLURM, "--set-resources", "run_stage:mem_mb=100"))
+        output = oom.stdout + oom.stderr
+        assert oom.returncode != 0
+        assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
+                         r"is: '(FAILED|OUT_OF_MEMORY)'", output), output[-3000:]
+        assert "Exceeded job memory limit" in slurm_log_of(output, "run_stage")
 
-    # Wall time: SLURM's shortest limit, 1 minute, stops the stage part-way.
-    timeout = snakemake(killed, *LONG_STAGE, check=False,
-                        flags=(*SLURM, "--set-resources", "run_stage:runtime=1"))
-    output = timeout.stdout + timeout.stderr
-    assert timeout.returncode != 0, "the stage finished within 1 minute: raise LONG_STAGE's budget"
-    assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
-                     r"is: 'TIMEOUT'", output), output[-3000:]
-    assert "DUE TO TIME LIMIT" in slurm_log_of(output, "run_stage")
-    journal = read_trials(journal_in(stage))
-    assert 0 < len(journal) < LONG_BUDGET
-    assert not (stage / "trials.jsonl").exists()
+        # Wall time: SLURM's shortest limit, 1 minute, stops the stage part-way.
+        timeout = snakemake(killed, *stage_flags, check=False,
+                            flags=(*SLURM, "--set-resources", "run_stage:runtime=1"))
+        output = timeout.stdout + timeout.stderr
+        assert timeout.returncode != 0, (
+            f"the stage of {budget} trainings finished within SLURM's 1-minute limit: this machine "
+            f"trained more than {LONG_STAGE_MARGIN}x faster than the probe measured")
+        assert re.search(r"Error in rule run_stage:\s+message: SLURM-job '\d+' failed, SLURM status "
+                         r"is: 'TIMEOUT'", output), output[-3000:]
+        assert "DUE TO TIME LIMIT" in slurm_log_of(output, "run_stage")
+        journal = read_trials(journal_in(stage))
+        assert 0 < len(journal) < budget
+        assert not (stage / "trials.jsonl").exists()
 
-    snakemake(killed, *LONG_STAGE, flags=SLURM)
-    log = (stage / "run_stage.log").read_text()
-    assert f"resuming after {len(journal)} finished evaluations" in log
+        snakemake(killed, *stage_flags, flags=SLURM)
+        log = (stage / "run_stage.log").read_text()
+        assert f"resuming after {len(journal)} finished evaluations" in log
+        reference.result()
     assert trials_of(killed) == trials_of(uninterrupted)
 
 

@@ -1,7 +1,9 @@
 """The warm worker runs a job as the job would run itself, and never outlives its client.
 
 Real processes throughout: a worker on a socket in a temporary directory, and ``python -m
-iishpo run-stage`` clients in their own working directories.
+iishpo run-stage`` clients in their own working directories; a command that is to be
+signalled or killed mid-stage is held in its second training (tests/hold), however fast
+the machine trains.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import CONF, REPO, TINY, compose, journal_in
+from helpers import CONF, REPO, TINY, compose, held, journal_in
 from iishpo import config as config_module
 from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
@@ -31,7 +33,8 @@ from iishpo.worker import SOCKET_VARIABLE, preload
 
 OVERRIDES = [*TINY, "study.strategies=[standard]", "study.optimizers=[random]", "study.budget=2"]
 DATA = Path("data/32px.npz")
-ENV = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF)}
+#: every process with tests/hold on PYTHONPATH, which the worker and its clients must share
+ENV = {**os.environ, "PYTHONHASHSEED": "0", "IISHPO_CONF": str(CONF), **held()}
 SAME = ("number", "config", "status", "val_error", "loss", "epochs", "best_epoch", "error", "seed")
 
 
@@ -114,9 +117,11 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
     assert not running.socket.exists()
 
 
-def client(work: Path, socket: Path | None, *extra: str) -> subprocess.Popen[bytes]:
+def client(work: Path, socket: Path | None, *extra: str, hold: Path | None = None) -> subprocess.Popen[bytes]:
+    """The command in ``work``; with ``hold``, held in its second training (:func:`helpers.held`)."""
+    env = {**env_for(work, socket), **held(hold)}
     log = (work / "client.log").open("wb")
-    return subprocess.Popen(run_stage_command(*extra), cwd=work, env=env_for(work, socket), stdout=log, stderr=log)
+    return subprocess.Popen(run_stage_command(*extra), cwd=work, env=env, stdout=log, stderr=log)
 
 
 def comparable(work: Path) -> list[dict]:
@@ -153,28 +158,29 @@ def test_a_failing_command_exits_through_the_worker_as_in_process(
 
 
 def test_a_signal_to_the_client_stops_the_command_cleanly(data_file: Path, worker: Worker, tmp_path: Path) -> None:
-    work = workdir(data_file, tmp_path / "work")
-    proc = client(work, worker.socket, "study.budget=400")
-    wait_for(lambda: journal_in(work / "out").exists() or proc.poll() is not None, "the first trial")
+    work, hold = workdir(data_file, tmp_path / "work"), tmp_path / "held"
+    proc = client(work, worker.socket, hold=hold)
+    wait_for(lambda: hold.exists() or proc.poll() is not None, "the second training")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM" in (work / "client.log").read_text()
-    assert read_trials(journal_in(work / "out"))
+    assert "interrupted by SIGTERM after 1 finished evaluations" in (work / "client.log").read_text()
+    assert len(read_trials(journal_in(work / "out"))) == 1
     wait_for(lambda: not descendants(worker.proc.pid), "the command to end", timeout=30)
 
 
 def test_a_killed_client_takes_its_command_with_it(data_file: Path, worker: Worker, tmp_path: Path) -> None:
-    work = workdir(data_file, tmp_path / "work")
-    proc = client(work, worker.socket, "study.budget=400")
-    wait_for(lambda: journal_in(work / "out").exists() or proc.poll() is not None, "the first trial")
-    journal = journal_in(work / "out")
-    assert len(descendants(worker.proc.pid)) == 2  # the session and the command
+    """The command is gone, not only no longer below the worker: nothing is left that
+    could write the journal beside a rerun of the job."""
+    work, hold = workdir(data_file, tmp_path / "work"), tmp_path / "held"
+    proc = client(work, worker.socket, hold=hold)
+    wait_for(lambda: hold.exists() or proc.poll() is not None, "the second training")
+    running = descendants(worker.proc.pid)
+    assert len(running) == 2  # the session and the command
     proc.kill()
     proc.wait()
-    wait_for(lambda: not descendants(worker.proc.pid), "the command to die", timeout=30)
-    size = journal.stat().st_size
-    time.sleep(1)
-    assert journal.stat().st_size == size
+    wait_for(lambda: not descendants(worker.proc.pid) and not any(Path(f"/proc/{pid}").exists() for pid in running),
+             "the command to die", timeout=30)
+    assert len(read_trials(journal_in(work / "out"))) == 1
 
 
 def test_a_job_the_worker_cannot_run_as_itself_runs_in_process(data_file: Path, worker: Worker, tmp_path: Path) -> None:
