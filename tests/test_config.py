@@ -145,6 +145,49 @@ def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str]
     assert message in str(err.value)
 
 
+#: where the messages say the names that code reads are declared, and what they are
+NAMES_READ = (
+    "the names read are declared in src/iishpo/model.py (required: n_conv, n_fc, filter_size, "
+    "conv_filters per layer of n_conv, fc_units per layer of n_fc; optional: fc_dropout per layer of n_fc) "
+    "and src/iishpo/training.py (required: learning_rate, batch_size, l1, l2)"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problems"),
+    [
+        (["+space.fc_dropuot={type: float, low: 0.0, high: 0.5, per_layer_of: n_fc}"],
+         "space parameter 'fc_dropuot' is read by no code"),
+        (["~space.l1"], "space parameter 'l1' is required by src/iishpo/training.py but the space does not declare it"),
+        (["~space.fc_units"],
+         "space parameter 'fc_units' is required by src/iishpo/model.py but the space does not declare it"),
+        # renamed: the new name is read by nothing, the old one is missing
+        (["~space.learning_rate", "+space.lr={type: float, low: 0.001, high: 0.1}"],
+         ("space parameter 'lr' is read by no code; space parameter 'learning_rate' is required by "
+          "src/iishpo/training.py but the space does not declare it")),
+        # the model reads fc_dropout_0, fc_dropout_1, ...: one fc_dropout would be ignored
+        (["+space.fc_dropout={type: float, low: 0.0, high: 0.5}"],
+         "space parameter 'fc_dropout' needs per_layer_of: n_fc (src/iishpo/model.py reads one per layer of n_fc)"),
+        (["space.conv_filters.per_layer_of=n_fc"],
+         "space parameter 'conv_filters' needs per_layer_of: n_conv (src/iishpo/model.py reads one per layer of n_conv)"),
+        (["+space.l2.per_layer_of=n_conv"],
+         "space parameter 'l2' cannot be per_layer_of: n_conv (src/iishpo/training.py reads one value of it)"),
+    ],
+)
+def test_a_space_parameter_no_code_reads_or_a_missing_required_one_is_rejected(
+    overrides: list[str], problems: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        compose(*overrides)
+    assert str(err.value) == f"{problems}; {NAMES_READ}"
+
+
+def test_an_optional_parameter_may_be_declared_or_left_out() -> None:
+    with_dropout = compose("+space.fc_dropout={type: float, low: 0.0, high: 0.5, per_layer_of: n_fc}")
+    assert with_dropout.space["fc_dropout"]["per_layer_of"] == "n_fc"
+    assert "fc_dropout" not in compose().space
+
+
 def test_snakemake_config_becomes_hydra_overrides() -> None:
     config = {
         "study": "paper",

@@ -17,7 +17,7 @@ import pytest
 from torch import nn
 
 from helpers import TINY, compose
-from iishpo import training
+from iishpo import cli, training
 from iishpo.config import ConfigError
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
@@ -237,6 +237,27 @@ def test_check_rejects_a_malformed_space(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         compose(override)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+space.fc_dropuot={type: float, low: 0.0, high: 0.5, per_layer_of: n_fc}",
+         "space parameter 'fc_dropuot' is read by no code"),
+        ("~space.l1", "space parameter 'l1' is required by src/iishpo/training.py"),
+        # spaces that some optimizer of the study cannot search: SMAC's ConfigSpace cannot
+        # normalise this log range, the GA cannot hash lists as choices
+        ("space.l1.low=1e-300",
+         "optimizer 'smac' cannot search the space at 32 px: ValueError: Hyperparameter 'l1' has illegal settings"),
+        ("space.filter_size.choices=[[3,3],[5,5]]",
+         "optimizer 'ga' cannot search the space at 32 px: TypeError: unhashable type: 'list'"),
+    ],
+)
+def test_check_rejects_a_space_the_code_or_an_optimizer_cannot_use(
+    override: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", *TINY, override]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_search_space_rejects_a_layer_without_an_int_count_before_it() -> None:

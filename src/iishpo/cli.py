@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. study=paper")
         return p
 
-    command("check", help="compose and validate the configuration; print the study plan")
+    command("check", help="validate the configuration, try every optimizer on the space; print the study plan")
 
     p = command("fetch", help="download, generate or check a data set's original files")
     p.add_argument("--dataset", required=True)
@@ -89,6 +89,26 @@ def gpu_slot(settings: Settings) -> Iterator[None]:
         yield
 
 
+def check_optimizers(settings: Settings) -> None:
+    """Build every optimizer of the study on its space at the largest resolution and ask it
+    for a configuration, so that one that cannot search the space fails here, not in a job.
+
+    Raises :class:`ConfigError` naming the optimizer and what it raised.
+    """
+    from iishpo.optimizers import create_optimizer
+    from iishpo.space import build_space
+
+    study = settings.study
+    space = build_space(settings.space, study.ladder[-1])
+    for name in study.optimizers:
+        try:
+            create_optimizer(name, space, budget=study.budget, seed=0, settings=settings.optimizers[name]).ask()
+        except Exception as err:  # whatever the library raises: it cannot search this space
+            raise ConfigError(
+                f"optimizer {name!r} cannot search the space at {study.ladder[-1]} px: {type(err).__name__}: {err}"
+            ) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -96,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         settings = load_settings(args.overrides)
+        if args.command == "check":
+            check_optimizers(settings)
     except ConfigError as err:
         print(f"iishpo: configuration error: {err}", file=sys.stderr)
         return 2

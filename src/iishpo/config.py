@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from iishpo.data import sources
 from iishpo.data.paths import resolve_paths
+from iishpo.hyperparameters import check_reads
 from iishpo.optimizers import REGISTRY, build_settings
 from iishpo.resources import Resources
 from iishpo.resources import from_config as resources_from_config
@@ -344,6 +345,7 @@ def validate(cfg: dict[str, Any], overrides: Sequence[str] = ()) -> Settings:
             )
     try:
         space = parse_space(cfg["space"])
+        check_reads(space)
     except ValueError as err:
         raise ConfigError(str(err)) from err
     try:

@@ -1,7 +1,8 @@
 """The CNN family of the paper: conv blocks with 2x2 max pooling, fc layers, softmax.
 
 The model reads its hyperparameters by the names declared in ``conf/space``; optional ones
-(``fc_dropout``) are used when the configuration has them.
+(``fc_dropout``) are used when the configuration has them. ``READS`` lists them: the space
+is checked against it when the configuration is loaded (:mod:`iishpo.hyperparameters`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from iishpo.hyperparameters import HyperparameterNames
 from iishpo.space import layer_name
 
 if TYPE_CHECKING:
     from torch import nn
+
+#: what :func:`build_cnn` and :func:`estimate_memory_mb` read (literals: read from source)
+READS = HyperparameterNames(
+    required=("n_conv", "n_fc", "filter_size", "conv_filters", "fc_units"),
+    optional=("fc_dropout",),
+    per_layer={"conv_filters": "n_conv", "fc_units": "n_fc", "fc_dropout": "n_fc"},
+)
 
 
 def build_cnn(config: Mapping[str, Any], in_channels: int, resolution: int, n_classes: int) -> nn.Sequential:

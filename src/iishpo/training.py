@@ -26,8 +26,13 @@ from iishpo.classifier import Classifier
 from iishpo.config import Trainer as TrainerSettings
 from iishpo.device import precision_for
 from iishpo.failures import TrialFailed
+from iishpo.hyperparameters import HyperparameterNames
 from iishpo.memory import allocation_failures_as_out_of_memory, check_memory_limit, release_memory
 from iishpo.model import build_cnn
+
+#: what :func:`train` reads of a configuration itself, the network's names aside (those are
+#: :data:`iishpo.model.READS`); literals, read from source: :mod:`iishpo.hyperparameters`
+READS = HyperparameterNames(required=("learning_rate", "batch_size", "l1", "l2"))
 
 
 @dataclass(frozen=True)
