@@ -80,6 +80,33 @@ def test_paths_and_snakemake_patterns_agree() -> None:
     assert layout.progress("synthetic") == out / "progress/synthetic.csv"
 
 
+def test_files_are_every_output_of_every_run_the_summary_and_the_importance_analysis() -> None:
+    study = compose(*TINY, "study.optimizers=[tpe]", "study.strategies=[standard,iis,independent]").study
+    run = "synthetic/tpe/{}/seed0"
+    importance = "importance/synthetic/"
+    expected = [
+        "configuration.json",
+        f"{run.format('standard')}/stage0/trials.jsonl", f"{run.format('standard')}/stage0/stage.json",
+        f"{run.format('standard')}/test.json",
+        f"{run.format('iis')}/stage0/trials.jsonl", f"{run.format('iis')}/stage0/stage.json",
+        f"{run.format('iis')}/stage0/ranges.json",
+        f"{run.format('iis')}/stage1/trials.jsonl", f"{run.format('iis')}/stage1/stage.json",
+        f"{run.format('iis')}/test.json",
+        # Experiment 1: a stage per resolution, each from the full space; no test evaluation
+        f"{run.format('independent')}/stage0/trials.jsonl", f"{run.format('independent')}/stage0/stage.json",
+        f"{run.format('independent')}/stage1/trials.jsonl", f"{run.format('independent')}/stage1/stage.json",
+        "summary.md", "table1.md", "comparisons.csv", "summary.csv", "runs.csv", "metrics.json",
+        "progress/synthetic.csv", "figures/fig5_progress_synthetic.png", "figures/fig5_progress_synthetic.svg",
+        f"{importance}importance.md", f"{importance}importance.csv",
+        f"{importance}fig2_importance.png", f"{importance}fig2_importance.svg",
+        f"{importance}fig3_learning_rate.png", f"{importance}fig3_learning_rate.svg",
+        f"{importance}fig4_learning_rate_fc.png", f"{importance}fig4_learning_rate_fc.svg",
+    ]
+    assert Layout("/r").files(study) == [Path("/r", path) for path in expected]
+    standard = compose(*TINY, "study.optimizers=[tpe]", "study.strategies=[standard]").study
+    assert Layout("/r").files(standard) == [Path("/r", path) for path in expected[:4] + expected[14:23]]
+
+
 def test_check_prints_the_layout_enumeration(capsys: pytest.CaptureFixture[str]) -> None:
     overrides = [*TINY, "study.seeds=[0,4]"]
     assert cli.main(["check", *overrides]) == 0

@@ -120,8 +120,8 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: Path) -> None:
-    """Experiment 1 through the DAG: `rule all` asks only for the importance outputs, and
-    importance.csv equals fANOVA recomputed from the pooled trial stores."""
+    """Experiment 1 through the DAG: the runs and the importance outputs, no summary and no
+    test evaluation, and importance.csv equals fANOVA recomputed from the pooled trial stores."""
     from helpers import compose
     from iishpo.importance import importance_by_resolution, importance_rows
     from iishpo.layout import Layout, figure_files, independent_runs, stages
@@ -150,3 +150,5 @@ def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: 
     assert "## Hyperparameter importance" in layout.importance_markdown("synthetic").read_text()
     for stem in layout.importance_figures("synthetic").values():
         assert all(p.stat().st_size > 5000 for p in figure_files(stem))
+    written = {p for p in layout.importance_dir("synthetic").iterdir() if p.suffix != ".log"}
+    assert written == set(layout.importance_files("synthetic"))  # what `rule all` asks for

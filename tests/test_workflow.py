@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from iishpo.layout import (
     stages,
 )
 from iishpo.space import Config, SearchSpace
+from iishpo.stage import JOURNALS
 from iishpo.store import Trial, read_trials
 
 pytestmark = pytest.mark.slow
@@ -94,10 +96,14 @@ def jobs_of(
     """The jobs of the given optimizers' runs: their stages from ``from_stage`` on (staged
     strategies), the range extractions feeding those, their test evaluations, the summary
     and the record of the resolved configuration (which holds every setting)."""
+    chosen = [run for run in runs(settings.study) if run.optimizer in optimizers and run.strategy in strategies]
+    return jobs_of_runs(settings, chosen, from_stage)
+
+
+def jobs_of_runs(settings: Settings, chosen: list[RunKey], from_stage: int = 0) -> set[tuple[str, str]]:
+    """As :func:`jobs_of`, for the runs ``chosen``."""
     jobs = {("summarize", ""), ("record_configuration", "")}
-    for run in runs(settings.study):
-        if run.optimizer not in optimizers or run.strategy not in strategies:
-            continue
+    for run in chosen:
         plans = stages(settings.study, run)
         for plan in plans:
             if plan.key.stage >= from_stage:
@@ -378,6 +384,45 @@ def test_an_edited_conf_file_reruns_what_it_affects(finished_study: Path, settin
     values = yaml.safe_load(ga.read_text())
     ga.write_text(yaml.safe_dump({**values, "mutation_sigma": values["mutation_sigma"] * 2}))
     assert planned_jobs(finished_study, snakefile=copy / "Snakefile") == jobs_of(settings, {"ga"})
+
+
+#: a second data set, the built-in one under another name: its own data and results
+SYN2 = "+dataset@datasets.syn2=synthetic"
+
+
+@pytest.mark.parametrize(
+    ("change", "new_runs", "new_data"),
+    [
+        # the summary gains syn2's progress file and figure, outputs it did not have
+        ((SYN2, "study.datasets=[syn2]"), lambda run: run.dataset == "syn2", True),
+        ((SYN2, "study.datasets=[synthetic,syn2]"), lambda run: run.dataset == "syn2", True),
+        (("study.seeds=[0,1,2]",), lambda run: run.seed == 2, False),
+        (("study.seeds=[1]",), lambda run: False, False),
+        (("study.optimizers=[ga,random]",), lambda run: False, False),
+    ],
+    ids=["replace-dataset", "add-dataset", "add-seed", "drop-seed", "drop-optimizers"],
+)
+def test_a_changed_study_reruns_its_new_runs_and_the_summary(
+    finished_study: Path, change: tuple[str, ...], new_runs: Callable[[RunKey], bool], new_data: bool
+) -> None:
+    """Data sets, optimizers and seeds decide which runs exist and what the summary holds:
+    a change plans the runs it adds (and their data), the summary and the record of the
+    configuration, nothing else."""
+    changed = compose(*STUDY, *change)
+    expected = jobs_of_runs(changed, [run for run in runs(changed.study) if new_runs(run)])
+    if new_data:
+        expected |= {("fetch_dataset", "dataset=syn2"), ("prepare_dataset", "dataset=syn2, color=rgb")}
+    assert planned_jobs(finished_study, *change) == expected
+
+
+def test_a_finished_study_holds_every_file_its_layout_names(settings: Settings, layout: Layout) -> None:
+    """`rule all` asks for every file of the study (Layout.files); the run wrote exactly those,
+    besides logs and trial journals."""
+    written = {
+        path for path in layout.root.rglob("*")
+        if path.is_file() and path.suffix != ".log" and not path.match(JOURNALS)
+    }
+    assert written == set(layout.files(settings.study))
 
 
 def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iishpo.config import Settings, Study
+from iishpo.config import STAGED, Settings, Study
 
 TRIALS = "trials.jsonl"
 STAGE_RECORD = "stage.json"
@@ -204,6 +205,53 @@ class Layout:
         """The stems of Figs. 2-4, by the name of their caption in ``workflow/report``."""
         folder = self.importance_dir(dataset)
         return {name: folder / name for name in IMPORTANCE_FIGURES}
+
+    # Every file of the study: what `rule all` asks for.
+    def files(self, study: Study) -> list[Path]:
+        """Every output of the study (logs and trial journals aside).
+
+        ``rule all`` asks for all of them: Snakemake looks for a job's missing outputs only
+        among the files asked for, and compares a job's params only when each of its
+        outputs has metadata, so an output that a change of data sets adds to the summary
+        (its progress file and figure) would otherwise leave the old summary standing.
+        """
+        files = [self.configuration]
+        for run in runs(study):
+            files += self.run_files(study, run)
+        if evaluated_runs(study):
+            files += self.summary_files(study.datasets)
+        if independent_runs(study):
+            files += [path for dataset in study.datasets for path in self.importance_files(dataset)]
+        return files
+
+    def run_files(self, study: Study, run: RunKey) -> list[Path]:
+        """Each stage's trials and record, the ranges each stage of a staged strategy but
+        the last hands on, and the test evaluation of an evaluated run."""
+        plans = stages(study, run)
+        files: list[Path] = []
+        for plan in plans:
+            files += [self.trials(plan.key), self.stage_record(plan.key)]
+            if run.strategy in STAGED and plan is not plans[-1]:
+                files.append(self.ranges(plan.key))
+        if run.strategy not in UNEVALUATED:
+            files.append(self.test(run))
+        return files
+
+    def summary_files(self, datasets: Sequence[str]) -> list[Path]:
+        """Every file ``summarize`` writes."""
+        return [
+            self.summary_markdown, self.table1, self.comparisons, self.summary_table, self.runs_table,
+            self.metrics, *(self.progress(d) for d in datasets),
+            *(path for d in datasets for path in figure_files(self.progress_figure(d))),
+        ]
+
+    def importance_files(self, dataset: str) -> list[Path]:
+        """Every file ``analyze_importance`` writes for ``dataset``."""
+        stems = self.importance_figures(dataset).values()
+        return [
+            self.importance_markdown(dataset), self.importance_table(dataset),
+            *(path for stem in stems for path in figure_files(stem)),
+        ]
 
 
 #: Figs. 2-4 of Experiment 1, named as their captions in workflow/report/
