@@ -23,35 +23,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from bench_data import REPO, prepare_flowers, prepare_synthetic, subset
 
 from iishpo.batches import TrainingData
 from iishpo.config import Trainer, load_settings
-from iishpo.data.paths import absolute
-from iishpo.data.prepare import prepare_dataset
-from iishpo.data.sources import fetch
-from iishpo.data.splits import SPLITS, ImageSplits, load_splits
+from iishpo.data.splits import load_splits
 from iishpo.data.synthetic import REFERENCE_CNN
 from iishpo.device import device_for
 from iishpo.runtime import configure_training
 from iishpo.training import train
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def subset(splits: ImageSplits, n_classes: int | None) -> ImageSplits:
-    """The images of the first ``n_classes`` classes only (``None``: all)."""
-    if n_classes is None or n_classes >= splits.n_classes:
-        return splits
-    keep = {s: splits.y[s] < n_classes for s in SPLITS}
-    return ImageSplits(
-        {s: splits.x[s][keep[s]] for s in SPLITS},
-        {s: splits.y[s][keep[s]] for s in SPLITS},
-        splits.class_names[:n_classes],
-    )
 
 
 def accuracies(
@@ -138,24 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if args.synthetic:
             start = time.perf_counter()
-            cfg: dict[str, Any] = dict(
-                load_settings([], config_dir=REPO / "conf").datasets["synthetic"]
-            )
-            if args.per_class:
-                cfg["per_class"] = {"train": args.per_class[0], "val": args.per_class[1], "test": 1}
-            fetch(cfg, work / "synthetic")
-            paths = {r: work / f"synthetic-{r}.npz" for r in args.synthetic}
-            prepare_dataset("synthetic", cfg, work / "synthetic", paths)
+            paths, cfg = prepare_synthetic(work, args.synthetic, args.per_class)
             curve = accuracies(paths, trainer, args.seeds)
             report("built-in data set", int(cfg["n_classes"]), curve, time.perf_counter() - start)
         if args.flowers and args.flowers_mirror != "":
             start = time.perf_counter()
-            cfg = dict(settings.datasets["flowers102"])
-            if args.flowers_mirror is not None:
-                cfg["mirror"] = str(absolute(args.flowers_mirror, Path.cwd()))
-            fetch(cfg, work / "flowers102")
-            paths = {r: work / f"flowers102-{r}.npz" for r in args.flowers}
-            prepare_dataset("flowers102", cfg, work / "flowers102", paths)
+            paths, _ = prepare_flowers(work, args.flowers, args.flowers_mirror)
             curve = accuracies(paths, trainer, args.seeds, args.flowers_classes)
             n_classes = args.flowers_classes or int(
                 np.unique(load_splits(paths[max(paths)]).y["train"]).size
