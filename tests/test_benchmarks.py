@@ -22,6 +22,10 @@ TINY_RUNS = [
     ("optimizer_overhead.py", ["--sizes", "12", "--asks", "2"], r"smac"),
     ("memory_growth.py", ["-n", "3", "--early", "1", "--tolerance", "10"], r"ratio"),
     ("resolution_curve.py", ["--tiny", "--flowers", "--synthetic", "8", "16"], r"\n +16 +\d\.\d{3} ± \d\.\d{3}"),
+    ("learning_curves.py", ["--tiny"],
+     r"test mean_class_accuracy \d\.\d{3}(?s:.*)flowers102: largest best epoch \d+ \(\w+, 16 px\); (max_epochs >= \d+|cut off)"),
+    ("gpu_check.py", ["--accelerator", "cpu", "--tiny", "--precisions", "32-true"],
+     r"trials of the two runs identical: True(?s:.*)\n +16 +\d+\.\d\d\n(?s:.*)checks: all passed"),
     ("job_overhead.py", ["--repeats", "1"], r"fixed cost per job +in-process +\d+\.\d+ s +worker +\d+\.\d+ s"),
 ]
 
