@@ -241,3 +241,21 @@ def leftovers(directory: Path) -> list[str]:
 def kit() -> SimpleNamespace:
     """Helpers for building test data (conftest modules are not meant to be imported)."""
     return SimpleNamespace(md5=md5, tar_bytes=tar_bytes, encode=encode, leftovers=leftovers)
+
+
+@pytest.fixture
+def flowers_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real 102 Flowers mirror the flowers-cpu study reads (relative to paths.root, so
+    found from any working directory); the test skips, naming the path, where it is missing."""
+    from iishpo.config import compose_config
+    from iishpo.data.paths import ROOT_ENV, resolve_paths
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    monkeypatch.chdir(tmp_path)  # the study's relative mirror path does not depend on this
+    cfg = resolve_paths(compose_config(["study=flowers-cpu"], conf), conf)
+    mirror = Path(cfg["datasets"]["flowers102"]["mirror"])
+    if not (mirror / "102flowers.tgz").is_file():
+        pytest.skip(f"real 102 Flowers mirror not found: no {mirror / '102flowers.tgz'} (the "
+                    f"flowers-cpu study's mirror, relative to paths.root {cfg['paths']['root']}; "
+                    f"set {ROOT_ENV} to a directory where it is found to run this test)")
+    return mirror

@@ -12,7 +12,6 @@ from PIL import Image
 
 from iishpo.config import compose_config
 from iishpo.data import download, sources
-from iishpo.data.paths import ROOT_ENV, resolve_paths
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.splits import load_splits
 
@@ -193,16 +192,10 @@ def test_every_dataset_config_composes():
             sources.check(name, cfg[name])
 
 
-def test_real_mirror_split_sizes(tmp_path, monkeypatch):
+def test_real_mirror_split_sizes(tmp_path, flowers_mirror):
     """The flowers-cpu study's data, prepared at 16 px: the official split and 102 classes."""
-    monkeypatch.chdir(tmp_path)  # the study's relative mirror path does not depend on this
-    cfg = resolve_paths(compose_config(["study=flowers-cpu"], CONF), CONF)
-    mirror = Path(cfg["datasets"]["flowers102"]["mirror"])
-    if not (mirror / "102flowers.tgz").is_file():
-        pytest.skip(f"real 102 Flowers mirror not found: no {mirror / '102flowers.tgz'} (the "
-                    f"flowers-cpu study's mirror, relative to paths.root {cfg['paths']['root']}; "
-                    f"set {ROOT_ENV} to a directory where it is found to run this test)")
-    cfg = cfg["datasets"]["flowers102"]
+    cfg = compose_config(["study=flowers-cpu"], CONF)["datasets"]["flowers102"]
+    cfg = {**cfg, "mirror": str(flowers_mirror)}
     sources.fetch(cfg, tmp_path / "raw")
     prepare_dataset("flowers102", cfg, tmp_path / "raw", {16: tmp_path / "16.npz"})
     data = load_splits(tmp_path / "16.npz")
