@@ -12,8 +12,15 @@ import yaml
 
 from helpers import CONF, compose
 from iishpo import config as config_module
-from iishpo.config import PRECISIONS, ConfigError, compose_config, overrides_from_mapping
-from iishpo.optimizers import REGISTRY
+from iishpo.config import (
+    PRECISIONS,
+    ConfigError,
+    compose_config,
+    load_settings,
+    overrides_from_mapping,
+)
+from iishpo.optimizers import GROUP, locate, optimizer_names, settings_values
+from iishpo.optimizers.settings import RandomSettings, TPESettings
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
 
@@ -49,12 +56,26 @@ def assert_within(own: dict, composed: dict, where: str) -> None:
             assert composed[key] == value, f"{where}:{key}"
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("name", optimizer_names(CONF))
 def test_every_optimizer_has_typed_settings_from_its_yaml(name: str) -> None:
-    shipped = yaml.safe_load((CONF / "optimizer" / f"{name}.yaml").read_text()) or {}
+    shipped = yaml.safe_load((CONF / GROUP / f"{name}.yaml").read_text())
     settings = compose().optimizers[name]
-    assert isinstance(settings, REGISTRY[name].settings)
-    assert dataclasses.asdict(settings) == shipped
+    assert type(settings) is locate(shipped["_target_"])
+    assert dataclasses.asdict(settings) == settings_values(shipped)
+
+
+def test_every_optimizer_file_is_composed_where_a_study_may_override_it(tmp_path: Path) -> None:
+    """conf/config.yaml lists no optimizer: a new file is composed under its name, before
+    the study, so that a study's own optimizer settings win."""
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    shutil.copy(conf / GROUP / "random.yaml", conf / GROUP / "blind.yaml")
+    study = yaml.safe_load((conf / "study" / "smoke.yaml").read_text())
+    study["optimizers"] = {"tpe": {"gamma": 0.4}}
+    (conf / "study" / "tuned.yaml").write_text("# @package _global_\n" + yaml.safe_dump(study))
+    settings = load_settings(["study=tuned", "study.optimizers=[blind,tpe]"], config_dir=conf)
+    assert sorted(settings.optimizers) == sorted([*optimizer_names(CONF), "blind"])
+    assert settings.optimizers["blind"] == RandomSettings()
+    assert isinstance(settings.optimizers["tpe"], TPESettings) and settings.optimizers["tpe"].gamma == 0.4
 
 
 def test_paper_study_encodes_the_protocol() -> None:
@@ -128,7 +149,11 @@ def test_the_precisions_allowed_are_lightnings() -> None:
         (["optimizers.smac.retrain_after=0"], "optimizers.smac: retrain_after must be >= 1"),
         (["optimizers.smac.retrain_scale=0"], "optimizers.smac: retrain_scale must be >= 1, got 0"),
         (["optimizers.tpe.max_history=30"], "optimizers.tpe: max_history must be >= 50 (the 25 best trials"),
-        (["+optimizers.annealing={}"], "['annealing'] are not registered optimizers"),
+        (["+optimizers.annealing={}"], "optimizers.annealing: _target_ must name the optimizer's settings class"),
+        (["+optimizers.annealing={_target_: iishpo.optimizers.anneal.Settings}"],
+         "optimizers.annealing._target_: cannot import 'iishpo.optimizers.anneal.Settings'"),
+        (["optimizers.tpe._target_=iishpo.space.Param"],
+         "optimizers.tpe._target_: 'iishpo.space.Param' is not a subclass of OptimizerSettings"),
         (["study.ranges.rule=quantile"], "study.ranges.rule 'quantile' is not a range-extraction rule; allowed: ('evidence', 'hull')"),
         (["study.ranges.min_width=0"], "study.ranges.min_width must be in (0, 1]"),
         (["study.ranges.min_width=1.5"], "study.ranges.min_width must be in (0, 1]"),
@@ -206,8 +231,9 @@ def test_snakemake_config_becomes_hydra_overrides() -> None:
 
 def test_claim_study_has_the_evidence_it_claims() -> None:
     study = compose("study=claim").study
+    claimed = yaml.safe_load((CONF / "study" / "claim.yaml").read_text())["study"]
     assert study.datasets == ("synthetic",)
-    assert set(study.optimizers) == set(REGISTRY)
+    assert study.optimizers == tuple(claimed["optimizers"]) == ("random", "tpe", "ga", "smac")
     assert set(study.strategies) == {"standard", "iis", "narrowing"}
     assert len(study.seeds) >= 5
     for strategy in ("iis", "narrowing"):  # every stage that hands ranges on has >= 10 trials

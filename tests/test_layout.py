@@ -11,6 +11,7 @@ import pytest
 
 from helpers import TINY, compose
 from iishpo import cli
+from iishpo.config import ConfigError, Study
 from iishpo.layout import (
     Layout,
     RunKey,
@@ -25,6 +26,7 @@ from iishpo.layout import (
     stages,
     summary_config,
 )
+from iishpo.strategies import STRATEGIES, Handoff, Strategy
 
 
 def test_runs_are_every_dataset_optimizer_strategy_seed() -> None:
@@ -73,7 +75,7 @@ def test_paths_and_snakemake_patterns_agree() -> None:
     out = Path("/data/hpo/out/smoke")  # relative paths are relative to paths.root
     assert layout.root == out
     assert layout.trials(key) == out / "synthetic/tpe/iis/seed3/stage1/trials.jsonl"
-    assert layout.stage_record(key).name == "stage.json" and layout.ranges(key).name == "ranges.json"
+    assert layout.stage_record(key).name == "stage.json" and layout.handoff(key).name == "ranges.json"
     assert layout.test(key.run) == out / "synthetic/tpe/iis/seed3/test.json"
     assert Path(layout.stage_pattern().format(**asdict(key))) == layout.stage_dir(key)
     assert Path(layout.run_pattern().format(**asdict(key.run))) == layout.run_dir(key.run)
@@ -105,6 +107,33 @@ def test_files_are_every_output_of_every_run_the_summary_and_the_importance_anal
     assert Layout("/r").files(study) == [Path("/r", path) for path in expected]
     standard = compose(*TINY, "study.optimizers=[tpe]", "study.strategies=[standard]").study
     assert Layout("/r").files(standard) == [Path("/r", path) for path in expected[:4] + expected[14:23]]
+
+
+def test_a_new_strategy_is_one_entry_of_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strategy whose stages hand the next a file other than ranges (as successive halving's
+    promotions will) gets its stages, files, priorities and checks from its entry alone."""
+    promotions = Handoff("promotions.json", "--promotions")
+
+    def rungs(study: Study) -> list[tuple[int, int]]:
+        return [(r, study.budget // 2**k) for k, r in enumerate(study.ladder)]
+
+    monkeypatch.setitem(STRATEGIES, "rungs", Strategy("rungs", rungs, handoff=promotions, evaluated=True, line_style="-"))
+    study = compose(
+        *TINY, "study.optimizers=[tpe]", "study.strategies=[rungs]", "study.ladder=[8,16,32]", "study.budget=8"
+    ).study
+    run = RunKey("synthetic", "tpe", "rungs", 0)
+    assert [(p.resolution, p.budget) for p in stages(study, run)] == [(8, 8), (16, 4), (32, 2)]
+    stage = "synthetic/tpe/rungs/seed0/stage{}/"
+    assert Layout("/r").run_files(study, run) == [Path("/r", path) for path in (
+        stage.format(0) + "trials.jsonl", stage.format(0) + "stage.json", stage.format(0) + "promotions.json",
+        stage.format(1) + "trials.jsonl", stage.format(1) + "stage.json", stage.format(1) + "promotions.json",
+        stage.format(2) + "trials.jsonl", stage.format(2) + "stage.json", "synthetic/tpe/rungs/seed0/test.json",
+    )]
+    assert remaining_work(study, run, 1, test_trainings=3) == 4 / 4 + 2 + 3
+    with pytest.raises(ConfigError, match=r"the rungs strategy needs a ladder of >= 2 resolutions, got \[32\]"):
+        compose(*TINY, "study.strategies=[rungs]", "study.ladder=[32]")
+    with pytest.raises(ValueError, match="strategy 'standard' hands nothing from one stage to the next"):
+        Layout("/r").handoff(StageKey("synthetic", "tpe", "standard", 0, 0))
 
 
 def test_check_prints_the_layout_enumeration(capsys: pytest.CaptureFixture[str]) -> None:

@@ -308,6 +308,23 @@ def test_a_log_scaled_int_draws_each_value_with_its_log_uniform_share() -> None:
         assert draws[value] / 4000 == pytest.approx(share, abs=0.03), (value, draws)
 
 
+def test_the_unit_interval_of_a_numeric_parameter_is_its_sampling_scale() -> None:
+    rate = Param("rate", FLOAT, low=1e-4, high=1e-2, log=True)
+    assert rate.to_unit(1e-3) == pytest.approx(0.5, rel=1e-12)
+    assert rate.from_unit(0.5) == pytest.approx(1e-3, rel=1e-12)
+    assert rate.from_unit(-0.3) == pytest.approx(1e-4, rel=1e-12) and rate.from_unit(1.7) == pytest.approx(1e-2, rel=1e-12)
+    shift = Param("shift", FLOAT, low=-1.0, high=3.0)
+    assert (shift.to_unit(0.0), shift.from_unit(0.75), shift.from_unit(2.0)) == (0.25, 2.0, 3.0)
+    # an integer owns a third each of [0.5, 3.5] (less 1e-9 at both ends), rounded back
+    count = Param("count", INT, low=1, high=3)
+    assert count.unit_bounds() == (0.5 + 1e-9, 3.5 - 1e-9)
+    assert count.to_unit(2) == pytest.approx(0.5, rel=1e-12)
+    values = [count.from_unit(u) for u in (0.0, 0.32, 0.34, 0.66, 0.67, 1.0)]
+    assert values == [1, 1, 2, 2, 3, 3] and all(type(v) is int for v in values)
+    log_count = Param("filters", INT, low=4, high=32, log=True)
+    assert log_count.unit_bounds() == (math.log(3.5 + 1e-9), math.log(32.5 - 1e-9))
+
+
 def test_clip_of_a_categorical_keeps_a_choice_takes_the_nearest_number_or_the_first() -> None:
     sizes = Param("batch_size", CATEGORICAL, choices=(16, 32, "auto"))
     activation = Param("activation", CATEGORICAL, choices=("relu", "tanh"))

@@ -23,7 +23,7 @@ import yaml
 
 from helpers import REPO, TINY, compose, journal_in
 from iishpo.artifacts import read_evaluation, read_ranges, read_stage
-from iishpo.config import STAGED, Settings
+from iishpo.config import Settings
 from iishpo.layout import (
     Layout,
     RunKey,
@@ -38,6 +38,7 @@ from iishpo.layout import (
 from iishpo.space import Config, SearchSpace
 from iishpo.stage import JOURNALS
 from iishpo.store import Trial, read_trials
+from iishpo.strategies import STRATEGIES
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +148,7 @@ def test_every_stage_of_the_dag_produced_its_outputs(settings: Settings, layout:
             assert record.config_digest == digest(stage_config(settings, plan.key))
             assert journal_in(layout.stage_dir(plan.key)).read_bytes() == layout.trials(plan.key).read_bytes()
             if plan.key.stage + 1 < len(plans):
-                ranges = read_ranges(layout.ranges(plan.key))
+                ranges = read_ranges(layout.handoff(plan.key))
                 assert ranges.space.resolution == plans[plan.key.stage + 1].resolution
         test = read_evaluation(layout.test(run))
         best = by_hand_best(read_trials(layout.trials(plans[-1].key)))[0]
@@ -187,7 +188,7 @@ def test_iis_stage_starts_from_the_previous_stage_best_inside_the_narrowed_space
             continue
         plans = stages(settings.study, run)
         for previous, plan in itertools.pairwise(plans):
-            ranges = read_ranges(layout.ranges(previous.key))
+            ranges = read_ranges(layout.handoff(previous.key))
             best = by_hand_best(read_trials(layout.trials(previous.key)))[:n_initial]
             assert ranges.initial_points == [ranges.space.project(t.config) for t in best]
             trials = read_trials(layout.trials(plan.key))
@@ -333,7 +334,9 @@ def test_every_job_ran_in_the_warm_worker(finished_study: Path, settings: Settin
     expected = {
         "fetch": 1, "prepare": 1, "record-configuration": 1, "summarize": 1,
         "run-stage": sum(len(stages(study, run)) for run in runs(study)),
-        "extract-ranges": sum(len(stages(study, run)) - 1 for run in runs(study) if run.strategy in STAGED),
+        "extract-ranges": sum(
+            len(stages(study, run)) - 1 for run in runs(study) if STRATEGIES[run.strategy].handoff is not None
+        ),
         "evaluate-test": len(runs(study)),
     }
     assert Counter(command for command, _, _ in ran) == expected

@@ -13,12 +13,13 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,21 +27,13 @@ from omegaconf.errors import OmegaConfBaseException
 from iishpo.data import sources
 from iishpo.data.paths import resolve_paths
 from iishpo.hyperparameters import check_reads
-from iishpo.optimizers import REGISTRY, build_settings
+from iishpo.optimizers import GROUP, OptimizerSettings, build_settings, optimizer_names
 from iishpo.resources import Resources
 from iishpo.resources import from_config as resources_from_config
 from iishpo.space import parse_space
+from iishpo.strategies import STRATEGIES
 from iishpo.typed import SettingsError, build
 
-#: standard: the whole budget at the largest resolution; iis: one stage per ladder
-#: resolution, each in the space narrowed by the stage before; narrowing: the control that
-#: separates IIS's two effects, IIS's stage budgets and range extraction with every stage
-#: at the largest resolution (the paper's closing suggestion, Sec. 5); independent: the
-#: paper's Experiment 1, the whole budget at every ladder resolution, each from the full
-#: space (no narrowing, no test evaluation; for hyperparameter importance per resolution)
-STRATEGIES = ("standard", "iis", "narrowing", "independent")
-#: strategies whose runs have several stages with range extraction in between
-STAGED = ("iis", "narrowing")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 #: "auto" (iishpo.device.precision_for) and the precisions Lightning's Trainer takes as
 #: strings, aliases included: checked here so that a typo fails at load, not at the first
@@ -98,13 +91,7 @@ class Study:
 
     def stages(self, strategy: str) -> list[tuple[int, int]]:
         """``(resolution, budget)`` of each stage of a run with this strategy."""
-        if strategy == "standard":
-            return [(self.ladder[-1], self.budget)]
-        if strategy == "narrowing":
-            return [(self.ladder[-1], budget) for budget in self.iis_budgets]
-        if strategy == "independent":
-            return [(resolution, self.budget) for resolution in self.ladder]
-        return list(zip(self.ladder, self.iis_budgets, strict=True))
+        return STRATEGIES[strategy].stages(self)
 
 
 @dataclass(frozen=True)
@@ -133,8 +120,7 @@ class Evaluation:
 class Settings:
     """The validated configuration; ``resolved`` is the plain dict saved with results.
 
-    ``optimizers`` maps every composed optimizer to its typed settings
-    (:mod:`iishpo.optimizers.settings`).
+    ``optimizers`` maps every composed optimizer to its typed settings.
     """
 
     study: Study
@@ -142,7 +128,7 @@ class Settings:
     evaluation: Evaluation
     resources: Resources
     space: dict[str, Any]
-    optimizers: dict[str, Any]
+    optimizers: dict[str, OptimizerSettings]
     datasets: dict[str, dict[str, Any]]
     paths: dict[str, str]
     overrides: tuple[str, ...]
@@ -183,6 +169,7 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
         )
     key = _composition_key(directory, overrides)
     if key not in _COMPOSED:
+        _store_every_optimizer(directory)
         try:
             with initialize_config_dir(config_dir=str(directory), version_base=None):
                 cfg = compose(config_name="config", overrides=list(overrides))
@@ -193,6 +180,15 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
         return resolve_paths(_COMPOSED[key], directory)  # a copy: callers may change it
     except ValueError as err:
         raise ConfigError(str(err)) from err
+
+
+def _store_every_optimizer(directory: Path) -> None:
+    """Give Hydra the option ``optimizers: every`` (conf/config.yaml): each
+    ``optimizer/<name>.yaml`` of ``directory`` as ``optimizers.<name>``, at that place in the
+    defaults list (so that a study may still override them). A defaults list names its
+    entries one by one; no glob or folder entry composes a whole group under its names."""
+    defaults = [{f"/{GROUP}@{name}": name} for name in optimizer_names(directory)]
+    ConfigStore.instance().store(group="optimizers", name="every", node={"defaults": defaults})
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
@@ -208,7 +204,7 @@ def _nonempty(values: tuple[Any, ...], where: str) -> tuple[Any, ...]:
     return values
 
 
-def _names(values: tuple[str, ...], where: str, allowed: Sequence[str]) -> tuple[str, ...]:
+def _names(values: tuple[str, ...], where: str, allowed: Collection[str]) -> tuple[str, ...]:
     _nonempty(values, where)
     bad = [v for v in values if v not in allowed]
     if bad:
@@ -237,13 +233,13 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
         raise ConfigError(f"study.ladder resolutions must be >= 4 px, got {list(study.ladder)}")
     if study.budget < 1:
         raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
-    staged = [s for s in study.strategies if s in STAGED]
-    if staged:
-        if len(study.ladder) < 2:
-            raise ConfigError(
-                f"the {' and '.join(staged)} strateg{'ies need' if len(staged) > 1 else 'y needs'} "
-                f"a ladder of >= 2 resolutions, got {list(study.ladder)}"
-            )
+    handing_on = [s for s in study.strategies if STRATEGIES[s].handoff is not None]
+    if handing_on and len(study.ladder) < 2:
+        raise ConfigError(
+            f"the {' and '.join(handing_on)} strateg{'ies need' if len(handing_on) > 1 else 'y needs'} "
+            f"a ladder of >= 2 resolutions, got {list(study.ladder)}"
+        )
+    if any(STRATEGIES[s].uses_iis_budgets for s in study.strategies):
         if len(study.iis_budgets) != len(study.ladder):
             raise ConfigError(
                 f"study.iis_budgets needs one budget per ladder resolution: ladder "
@@ -296,13 +292,10 @@ def _trainer(raw: Any) -> Trainer:
     return trainer
 
 
-def _optimizers(raw: Any) -> dict[str, Any]:
-    """Every composed optimizer's typed settings; an unregistered name is an error."""
+def _optimizers(raw: Any) -> dict[str, OptimizerSettings]:
+    """Every composed optimizer's typed settings, of the class each names."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"optimizers must be a mapping of optimizer name to settings, got {raw!r}")
-    unknown = sorted(set(raw) - set(REGISTRY))
-    if unknown:
-        raise ConfigError(f"optimizers: {unknown} are not registered optimizers; available: {sorted(REGISTRY)}")
     try:
         return {name: build_settings(name, settings) for name, settings in raw.items()}
     except SettingsError as err:

@@ -28,13 +28,11 @@ from matplotlib.figure import Figure
 
 from iishpo.importance import Importance, subset_name
 from iishpo.store import Trial
+from iishpo.strategies import BASELINE, STRATEGIES
 
 #: Fixed colours of the known optimizers (matplotlib's tab10); others follow in name order.
 OPTIMIZER_COLOURS = {"random": "#1f77b4", "tpe": "#ff7f0e", "ga": "#2ca02c", "smac": "#d62728"}
 SPARE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-#: Line styles of strategies; others follow in name order.
-STRATEGY_STYLES = {"standard": "-", "iis": "--"}
-SPARE_STYLES = (":", "-.")
 FORMATS = ("png", "svg")
 
 #: Table 1 of Hinz et al. 2018 (minutes, mean and std over 3 runs on 102 Flowers).
@@ -55,14 +53,6 @@ def palette(optimizers: Sequence[str]) -> dict[str, str]:
         raise ValueError(f"{len(unknown)} unknown optimizers {unknown}: at most {len(SPARE_COLOURS)} have colours")
     colours = {**OPTIMIZER_COLOURS, **dict(zip(unknown, SPARE_COLOURS))}
     return {name: colours[name] for name in optimizers}
-
-
-def strategy_styles(strategies: Sequence[str]) -> dict[str, str]:
-    unknown = sorted(set(strategies) - set(STRATEGY_STYLES))
-    if len(unknown) > len(SPARE_STYLES):
-        raise ValueError(f"{len(unknown)} unknown strategies {unknown}: at most {len(SPARE_STYLES)} have line styles")
-    styles = {**STRATEGY_STYLES, **dict(zip(unknown, SPARE_STYLES))}
-    return {name: styles[name] for name in strategies}
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
@@ -277,14 +267,14 @@ def on_time_grid(times: Sequence[float], values: Sequence[float], grid: np.ndarr
 
 def progress_figure(runs: Sequence[RunTrials], title: str, stem: Path, n_time_points: int = 200) -> list[Path]:
     """Fig. 5: best validation error so far (current stage) against evaluations (left) and
-    wall time (right), one row per optimizer, one line style per strategy, mean over seeds
-    with a +-1 std band; dotted vertical lines mark where IIS stages begin (mean time over
-    seeds on the right)."""
+    wall time (right), one row per optimizer, each strategy in its line style
+    (:data:`iishpo.strategies.STRATEGIES`), mean over seeds with a +-1 std band; dotted
+    vertical lines mark where IIS stages begin (mean time over seeds on the right)."""
     if not runs:
         raise ValueError("progress_figure needs at least one run")
     optimizers = sorted({r.optimizer for r in runs})
     strategies = sorted({r.strategy for r in runs})
-    colours, styles = palette(optimizers), strategy_styles(strategies)
+    colours = palette(optimizers)
     fig, axes = plt.subplots(len(optimizers), 2, figsize=(11, 3.2 * len(optimizers)), squeeze=False)
     for row, optimizer in zip(axes, optimizers, strict=True):
         for strategy in strategies:
@@ -295,13 +285,14 @@ def progress_figure(runs: Sequence[RunTrials], title: str, stem: Path, n_time_po
             label = f"{strategy} ({len(members)} seeds)"
             mean, low, high = mean_band([best for _, best in progress])
             evaluations = np.arange(1, len(mean) + 1)
-            row[0].plot(evaluations, mean, styles[strategy], color=colours[optimizer], label=label, drawstyle="steps-post")
+            style = STRATEGIES[strategy].line_style
+            row[0].plot(evaluations, mean, style, color=colours[optimizer], label=label, drawstyle="steps-post")
             row[0].fill_between(evaluations, low, high, color=colours[optimizer], alpha=0.15, step="post")
             end = max(times[-1] for times, _ in progress if times)
             grid = np.linspace(0.0, end, n_time_points)
             sampled = [on_time_grid(times, best, grid) for times, best in progress]
             mean, low, high = mean_band(sampled)
-            row[1].plot(grid / 60, mean, styles[strategy], color=colours[optimizer], label=label, drawstyle="steps-post")
+            row[1].plot(grid / 60, mean, style, color=colours[optimizer], label=label, drawstyle="steps-post")
             row[1].fill_between(grid / 60, low, high, color=colours[optimizer], alpha=0.15, step="post")
             for k, marks in enumerate(zip(*(r.boundaries() for r in members))):
                 first = k == 0
@@ -339,8 +330,8 @@ def table1(times: Mapping[tuple[str, str], Sequence[float]], optimizers: Sequenc
 
     ``times[(optimizer, strategy)]``: the wall time in seconds of every seed's run.
     """
-    strategies = [s for s in ("standard", "iis") if any((o, s) in times for o in optimizers)]
-    strategies += sorted({s for _, s in times} - set(strategies))
+    present = {strategy for _, strategy in times}
+    strategies = [s for s in STRATEGIES if s in present]
     columns = []
     for optimizer in optimizers:
         columns.append(f"{optimizer} (ours)")
@@ -356,10 +347,10 @@ def table1(times: Mapping[tuple[str, str], Sequence[float]], optimizers: Sequenc
                 paper = PAPER_TABLE1.get(optimizer, {}).get(strategy)
                 cells.append("–" if paper is None else f"{paper[0]:.0f} ± {paper[1]:.0f}")
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-    if {"standard", "iis"} <= set(strategies):
+    if {BASELINE, "iis"} <= set(strategies):
         cells = []
         for optimizer in optimizers:
-            standard, iis = times.get((optimizer, "standard")), times.get((optimizer, "iis"))
+            standard, iis = times.get((optimizer, BASELINE)), times.get((optimizer, "iis"))
             ours = time_reduction(_mean_std(standard)[0], _mean_std(iis)[0]) if standard and iis else None
             cells.append("–" if ours is None else f"{ours:.0%}")
             if with_paper:

@@ -3,7 +3,8 @@
 One owner for three things the Snakefile, the CLI and the summary must agree on:
 
 * the enumeration: :func:`runs` (data sets x optimizers x strategies x seeds) and
-  :func:`stages` (a run's stages, with their resolution and budget);
+  :func:`stages` (a run's stages, with their resolution and budget, as its strategy in
+  :data:`iishpo.strategies.STRATEGIES` says);
 * the paths: :class:`Layout` turns a :class:`RunKey` or :class:`StageKey` into the
   folder of its files, and gives the same patterns with ``{wildcards}`` for Snakemake;
 * the configuration each job depends on: :func:`stage_config`, :func:`ranges_config`, ...
@@ -22,11 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iishpo.config import STAGED, Settings, Study
+from iishpo.config import Settings, Study
+from iishpo.optimizers import settings_values
+from iishpo.strategies import STRATEGIES
 
 TRIALS = "trials.jsonl"
 STAGE_RECORD = "stage.json"
-RANGES = "ranges.json"
 TEST = "test.json"
 
 
@@ -79,22 +81,18 @@ def runs(study: Study) -> list[RunKey]:
     ]
 
 
-#: strategies whose runs have no test evaluation: Experiment 1's, analysed for importance
-UNEVALUATED = ("independent",)
-
-
 def evaluated_runs(study: Study) -> list[RunKey]:
     """The runs that are evaluated on the test set and summarized (Experiment 2)."""
-    return [run for run in runs(study) if run.strategy not in UNEVALUATED]
+    return [run for run in runs(study) if STRATEGIES[run.strategy].evaluated]
 
 
 def independent_runs(study: Study) -> list[RunKey]:
-    """Experiment 1's runs: the whole budget at every ladder resolution, no test evaluation."""
-    return [run for run in runs(study) if run.strategy == "independent"]
+    """Experiment 1's runs (strategies without a test evaluation), analysed for importance."""
+    return [run for run in runs(study) if not STRATEGIES[run.strategy].evaluated]
 
 
 def stages(study: Study, run: RunKey) -> list[StagePlan]:
-    """The stages of ``run``: one for ``standard``, one per ladder resolution for ``iis``."""
+    """The stages of ``run``, as its strategy plans them."""
     return [
         StagePlan(run.stage(k), resolution, budget)
         for k, (resolution, budget) in enumerate(study.stages(run.strategy))
@@ -112,7 +110,7 @@ def remaining_work(study: Study, run: RunKey, first_stage: int, test_trainings: 
     """
     last = study.ladder[-1]
     work = sum(plan.budget * (plan.resolution / last) ** 2 for plan in stages(study, run)[first_stage:])
-    return work + (test_trainings if run.strategy not in UNEVALUATED else 0)
+    return work + (test_trainings if STRATEGIES[run.strategy].evaluated else 0)
 
 
 class Layout:
@@ -147,9 +145,12 @@ class Layout:
     def stage_record(self, stage: StageKey) -> Path:
         return self.stage_dir(stage) / STAGE_RECORD
 
-    def ranges(self, stage: StageKey) -> Path:
-        """The narrowed space that ``stage`` hands to the next one."""
-        return self.stage_dir(stage) / RANGES
+    def handoff(self, stage: StageKey) -> Path:
+        """The file ``stage`` hands the next stage of its run (its strategy's handoff)."""
+        handoff = STRATEGIES[stage.strategy].handoff
+        if handoff is None:
+            raise ValueError(f"strategy {stage.strategy!r} hands nothing from one stage to the next")
+        return self.stage_dir(stage) / handoff.file
 
     def test(self, run: RunKey) -> Path:
         return self.run_dir(run) / TEST
@@ -225,15 +226,16 @@ class Layout:
         return files
 
     def run_files(self, study: Study, run: RunKey) -> list[Path]:
-        """Each stage's trials and record, the ranges each stage of a staged strategy but
-        the last hands on, and the test evaluation of an evaluated run."""
+        """Each stage's trials and record, what each stage but the last hands on (if its
+        strategy hands anything on), and the test evaluation of an evaluated run."""
+        strategy = STRATEGIES[run.strategy]
         plans = stages(study, run)
         files: list[Path] = []
         for plan in plans:
             files += [self.trials(plan.key), self.stage_record(plan.key)]
-            if run.strategy in STAGED and plan is not plans[-1]:
-                files.append(self.ranges(plan.key))
-        if run.strategy not in UNEVALUATED:
+            if strategy.handoff is not None and plan is not plans[-1]:
+                files.append(self.handoff(plan.key))
+        if strategy.evaluated:
             files.append(self.test(run))
         return files
 
@@ -281,7 +283,8 @@ def dataset_config(settings: Settings, dataset: str) -> dict[str, Any]:
 
 def stage_config(settings: Settings, stage: StageKey) -> dict[str, Any]:
     """What a stage reads besides its input files: its resolution and budget, the failure
-    limit, the search space, the trainer and its optimizer's settings."""
+    limit, the search space, the trainer and its optimizer's settings (the name of their
+    class is code, as the algorithm is, and left out)."""
     resolution, budget = settings.study.stages(stage.strategy)[stage.stage]
     resolved = settings.resolved
     return {
@@ -290,7 +293,7 @@ def stage_config(settings: Settings, stage: StageKey) -> dict[str, Any]:
         "max_failure_fraction": resolved["study"]["max_failure_fraction"],
         "space": resolved["space"],
         "trainer": resolved["trainer"],
-        "optimizer": resolved["optimizers"][stage.optimizer],
+        "optimizer": settings_values(resolved["optimizers"][stage.optimizer]),
     }
 
 

@@ -106,6 +106,34 @@ class Param:
             value = rng.uniform(self.low, self.high)
         return min(max(value, self.low), self.high)  # exp(log(x)) may miss x by an ulp
 
+    def unit_bounds(self) -> tuple[float, float]:
+        """A numeric range on the scale it is sampled on (log where the parameter has one);
+        an integer's range widened by just under half a step each side, so that its end
+        points own as much of it as the values between."""
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        if self.kind == INT:
+            low, high = low - 0.5 + 1e-9, high + 0.5 - 1e-9
+        return self._scaled(low), self._scaled(high)
+
+    def to_unit(self, value: float) -> float:
+        """Where ``value`` lies in :meth:`unit_bounds`: 0 at the low end, 1 at the high one,
+        so that steps there are alike for every numeric parameter. Needs a range of width."""
+        low, high = self.unit_bounds()
+        return (self._scaled(value) - low) / (high - low)
+
+    def from_unit(self, u: float) -> Any:
+        """The value at ``u`` (clamped to [0, 1]) of :meth:`unit_bounds`: the inverse of
+        :meth:`to_unit`, rounded for an integer."""
+        low, high = self.unit_bounds()
+        raw = self._unscaled(low + min(max(u, 0.0), 1.0) * (high - low))
+        return self.clip(round(raw) if self.kind == INT else raw)
+
+    def _scaled(self, value: float) -> float:
+        return math.log(value) if self.log else float(value)
+
+    def _unscaled(self, value: float) -> float:
+        return math.exp(value) if self.log else value
+
     def clip(self, value: Any) -> Any:
         """The nearest value inside this parameter's domain."""
         if self.kind == CATEGORICAL:

@@ -32,7 +32,6 @@ from iishpo.artifacts import read_evaluation, read_stage
 from iishpo.comparison import MIN_SEEDS, PairedComparison, compare_paired
 from iishpo.config import Settings
 from iishpo.layout import (
-    UNEVALUATED,
     Layout,
     RunKey,
     digest,
@@ -42,10 +41,8 @@ from iishpo.layout import (
     stages,
 )
 from iishpo.store import read_trials, write_atomic, write_json_atomic
+from iishpo.strategies import BASELINE, STRATEGIES
 
-#: the strategy every other one is compared with, and those compared with it
-BASELINE = "standard"
-COMPARED = ("iis", "narrowing")
 #: what the comparisons compare, in the order of the summary
 COMPARED_METRICS = ("wall_time", "best_val_error", "test_score")
 COMPARISON_FIELDS = [
@@ -143,8 +140,11 @@ def time_reduction(rows: list[dict], dataset: str, optimizer: str, strategy: str
 
 
 def compared_strategies(strategies: Sequence[str]) -> list[str]:
-    """The strategies of ``strategies`` that are compared with the baseline (none without it)."""
-    return [s for s in COMPARED if s in strategies] if BASELINE in strategies else []
+    """The strategies of ``strategies`` that are compared with the baseline (none without
+    it), in the order of :data:`~iishpo.strategies.STRATEGIES`."""
+    if BASELINE not in strategies:
+        return []
+    return [name for name, strategy in STRATEGIES.items() if strategy.compared and name in strategies]
 
 
 def comparisons(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[tuple[str, str, PairedComparison]]:
@@ -204,16 +204,11 @@ METRIC_WORDS = {
 
 def markdown(settings: Settings, rows: list[dict], compared: Sequence[tuple[str, str, PairedComparison]]) -> str:
     study = settings.study
-    strategies = [s for s in study.strategies if s not in UNEVALUATED]
+    strategies = [s for s in study.strategies if STRATEGIES[s].evaluated]
     lines = [f"# Study `{study.name}`", ""]
-    plans = {
-        "standard": f"all at {study.ladder[-1]} px",
-        "iis": ", ".join(f"{b} at {r} px" for r, b in zip(study.ladder, study.iis_budgets, strict=True)),
-        "narrowing": ", ".join(f"{b} at {study.ladder[-1]} px" for b in study.iis_budgets) + " (IIS's stages and ranges)",
-    }
     lines.append(
         f"{study.budget} evaluations per run; "
-        + "; ".join(f"{s}: {plans[s]}" for s in strategies)
+        + "; ".join(f"{s}: {STRATEGIES[s].describe(study)}" for s in strategies)
         + f"; seeds {list(study.seeds)} (mean ± std over seeds)."
     )
     by_key = {(r["dataset"], r["optimizer"], r["strategy"]): r for r in rows}
@@ -238,8 +233,7 @@ def markdown(settings: Settings, rows: list[dict], compared: Sequence[tuple[str,
                     for optimizer in study.optimizers:
                         reduction = time_reduction(rows, dataset, optimizer, strategy)
                         cells.append("–" if reduction is None else f"{reduction:.0%}")
-                    label = "time reduction" if strategy == "iis" else f"time reduction ({strategy})"
-                    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+                    lines.append(f"| {STRATEGIES[strategy].reduction_label} | " + " | ".join(cells) + " |")
         lines += _comparison_markdown(dataset, [(o, c) for d, o, c in compared if d == dataset])
     return "\n".join(lines) + "\n"
 
@@ -335,7 +329,8 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
     if not loaded:
         raise ValueError(
             f"study {study.name!r} has only the strategies {list(study.strategies)}: nothing to "
-            f"summarize (the summary reads the strategies other than {list(UNEVALUATED)})"
+            "summarize (the summary reads the strategies other than "
+            f"{[name for name, strategy in STRATEGIES.items() if not strategy.evaluated]})"
         )
     _write_csv(layout.runs_table, [
         {k: v for k, v in run.__dict__.items() if k not in ("progress", "trials")} for run in loaded
@@ -343,7 +338,7 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
     rows = aggregate(loaded)
     for row in rows:
         reduction = time_reduction(rows, row["dataset"], row["optimizer"], row["strategy"])
-        row["time_reduction"] = "" if row["strategy"] not in COMPARED or reduction is None else reduction
+        row["time_reduction"] = "" if not STRATEGIES[row["strategy"]].compared or reduction is None else reduction
     _write_csv(layout.summary_table, rows)
     compared = comparisons(loaded, study.strategies)
     _write_csv(layout.comparisons, [comparison_row(d, o, c) for d, o, c in compared], COMPARISON_FIELDS)

@@ -188,21 +188,25 @@ def preload(overrides: Sequence[str] = ()) -> None:
     """
     import iishpo.cli
     import iishpo.evaluation
-    import iishpo.optimizers.genetic
-    import iishpo.optimizers.hyperopt_search
-    import iishpo.optimizers.smac_search
     import iishpo.stage  # noqa: F401  (torch, Lightning)
     from iishpo.config import ConfigError, load_settings
+    from iishpo.optimizers import algorithm
     from iishpo.provenance import package_versions
     from iishpo.runtime import look_up_entry_points_once
 
     package_versions()
     look_up_entry_points_once()
     try:
-        load_settings(overrides)
-        _note(f"composed the configuration with overrides {list(overrides)}")
+        settings = load_settings(overrides)
     except ConfigError as err:  # the jobs will report it, each in its own log
         _note(f"cannot compose the run's configuration: {err}")
+    else:
+        _note(f"composed the configuration with overrides {list(overrides)}")
+        for name, optimizer in settings.optimizers.items():  # each with its library
+            try:
+                algorithm(name, optimizer)
+            except ImportError as err:  # its stages will report it
+                _note(str(err))
     gc.freeze()
 
 

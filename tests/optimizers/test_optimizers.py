@@ -1,12 +1,13 @@
-"""One contract for every optimizer in the registry (random, TPE, GA, SMAC).
+"""One contract for every optimizer that ``conf/optimizer/`` has (random, TPE, GA, SMAC),
+and for one added the way the README says (a module and its YAML, nothing else).
 
 Each runs against a cheap synthetic objective over the real CNN space, so the suite checks
 the ask/tell behaviour the stage runner relies on: proposals inside the (narrowed) space,
 initial points first, reproducibility across processes, exact resumption by replay, and
 that the model-based and evolutionary algorithms actually optimise. Like Optuna's
-reusable sampler tests, :class:`OptimizerContract` is subclassed once per optimizer, and
-a subclass declares capabilities (does it learn from losses? where do its initial points
-go?) instead of the tests asking for an optimizer by name.
+reusable sampler tests, :class:`OptimizerContract` runs against each optimizer found, and
+the optimizer class declares what it can do (does it learn from losses?) instead of the
+tests asking for an optimizer by name.
 
 Run as a script (``python test_optimizers.py RES BUDGET SEED...``) it prints the proposals
 of every optimizer as JSON; the reproducibility test compares two such processes.
@@ -18,11 +19,12 @@ import json
 import math
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,13 +32,23 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from iishpo.optimizers import REGISTRY, build_settings, create_optimizer
+from iishpo.cli import check_optimizers
+from iishpo.config import ConfigError, load_settings
+from iishpo.optimizers import (
+    GROUP,
+    Optimizer,
+    OptimizerSettings,
+    Registry,
+    algorithm,
+    build_settings,
+    create_optimizer,
+)
 from iishpo.optimizers.hyperopt_search import TPE
 from iishpo.optimizers.settings import TPE_GOOD_CAP
 from iishpo.space import CATEGORICAL, FLOAT, INT, Config, Param, SearchSpace, build_space
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-NAMES = sorted(REGISTRY)
+NAMES = sorted(Registry(CONF))
 #: SMAC's shipped acquisition search (10000 challengers, 10 local searches) costs about a
 #: second per proposal here; a cruder search keeps the suite fast and tests the same code.
 SPEED = {"smac": {"challengers": 500, "local_search_iterations": 1}}
@@ -47,13 +59,48 @@ def space_at(resolution: int) -> SearchSpace:
     return build_space(yaml.safe_load((CONF / "space" / "cnn.yaml").read_text()), resolution)
 
 
-def shipped_settings(name: str) -> Any:
-    raw = yaml.safe_load((CONF / "optimizer" / f"{name}.yaml").read_text()) or {}
-    return build_settings(name, raw)
+@dataclass(frozen=True)
+class Subject:
+    """An optimizer under test: its name and the configuration directory of its YAML."""
+
+    name: str
+    conf: Path = CONF
+
+    def shipped(self) -> Any:
+        raw = yaml.safe_load((self.conf / GROUP / f"{self.name}.yaml").read_text())
+        return build_settings(self.name, raw)
+
+    def settings(self, **changes: Any) -> Any:
+        return replace(self.shipped(), **{**SPEED.get(self.name, {}), **changes})
+
+    def create(self, space: SearchSpace, *, budget: int, seed: int, initial_points: Sequence[Config] = (),
+               settings: OptimizerSettings | None = None) -> Optimizer[Any]:
+        return create_optimizer(self.name, space, budget=budget, seed=seed, initial_points=initial_points,
+                                settings=self.settings() if settings is None else settings)
+
+    def run(self, space: SearchSpace, *, budget: int, seed: int, trials: int | None = None,
+            initial_points: Sequence[Config] = (), settings: OptimizerSettings | None = None,
+            ) -> list[tuple[Config, float]]:
+        """Ask and tell ``trials`` times (default: the budget); the history of (config, loss)."""
+        optimizer = self.create(space, budget=budget, seed=seed, initial_points=initial_points, settings=settings)
+        history = []
+        for _ in range(budget if trials is None else trials):
+            config = optimizer.ask()
+            loss = objective(config, space)
+            optimizer.tell(config, loss)
+            history.append((config, loss))
+        return history
+
+    def performance(self, seeds: Sequence[int]) -> tuple[float, float]:
+        """Over ``seeds``: the mean best loss, and the mean loss of the second half of each run."""
+        space = space_at(16)
+        runs = [[loss for _, loss in self.run(space, budget=BUDGET, seed=s)] for s in seeds]
+        best = statistics.mean(min(losses) for losses in runs)
+        late = statistics.mean(statistics.mean(losses[BUDGET // 2 :]) for losses in runs)
+        return best, late
 
 
-def settings_for(name: str, **changes: Any) -> Any:
-    return replace(shipped_settings(name), **{**SPEED.get(name, {}), **changes})
+RANDOM, TPE_, GA, SMAC = (Subject(name) for name in ("random", "tpe", "ga", "smac"))
 
 
 def objective(config: Mapping[str, Any], space: SearchSpace) -> float:
@@ -73,34 +120,6 @@ def objective(config: Mapping[str, Any], space: SearchSpace) -> float:
         + abs(math.log2(config["batch_size"] / 64)) / 2
         + 0.5 * (config["filter_size"] != 3)
     )
-
-
-def run(
-    name: str,
-    space: SearchSpace,
-    *,
-    budget: int,
-    seed: int,
-    trials: int | None = None,
-    initial_points: Sequence[Config] = (),
-    settings: Any = None,
-) -> list[tuple[Config, float]]:
-    """Ask and tell ``trials`` times (default: the budget); the history of (config, loss)."""
-    optimizer = create_optimizer(
-        name,
-        space,
-        budget=budget,
-        seed=seed,
-        initial_points=initial_points,
-        settings=settings_for(name) if settings is None else settings,
-    )
-    history = []
-    for _ in range(budget if trials is None else trials):
-        config = optimizer.ask()
-        loss = objective(config, space)
-        optimizer.tell(config, loss)
-        history.append((config, loss))
-    return history
 
 
 def same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -151,18 +170,9 @@ BUDGET, SEEDS, RANDOM_SEEDS = 30, range(5), range(100, 120)
 BEST_MARGIN = 0.2
 
 
-def performance(name: str, seeds: Sequence[int]) -> tuple[float, float]:
-    """Over ``seeds``: the mean best loss, and the mean loss of the second half of each run."""
-    space = space_at(16)
-    runs = [[loss for _, loss in run(name, space, budget=BUDGET, seed=s)] for s in seeds]
-    best = statistics.mean(min(losses) for losses in runs)
-    late = statistics.mean(statistics.mean(losses[BUDGET // 2 :]) for losses in runs)
-    return best, late
-
-
 @cache
 def random_search_performance() -> tuple[float, float]:
-    return performance("random", RANDOM_SEEDS)
+    return RANDOM.performance(RANDOM_SEEDS)
 
 
 def learns(best: float, late: float) -> bool:
@@ -172,27 +182,18 @@ def learns(best: float, late: float) -> bool:
 
 
 class OptimizerContract:
-    """What the stage runner relies on, checked for one optimizer (set ``name``).
+    """What the stage runner relies on, checked for the optimizer of the ``subject`` fixture.
 
-    Capabilities a subclass declares:
-    ``learns_from_losses``: its proposals improve with the losses it is told;
-    ``initial_points_in_order``: its first proposals are the initial points, in order
-    (otherwise :meth:`initial_points_window` says within how many proposals they come).
+    Whether its proposals improve with the losses it is told is the optimizer class's own
+    declaration (``learns_from_losses``), held against random search.
     """
-
-    name: ClassVar[str]
-    learns_from_losses: ClassVar[bool] = True
-    initial_points_in_order: ClassVar[bool] = True
-
-    def initial_points_window(self, budget: int) -> int:
-        raise NotImplementedError("only needed when initial_points_in_order is False")
 
     # -- (a) every proposal of a full run lies in the space -------------------------------
     @pytest.mark.parametrize("resolution", [16, 64])
-    def test_proposals_stay_in_space(self, resolution: int) -> None:
+    def test_proposals_stay_in_space(self, subject: Subject, resolution: int) -> None:
         space = space_at(resolution)
         budget = 20
-        history = run(self.name, space, budget=budget, seed=3, trials=budget + 2)  # past the budget
+        history = subject.run(space, budget=budget, seed=3, trials=budget + 2)  # past the budget
         for config, _ in history:
             assert_in_space(config, space)
             assert config["n_conv"] <= space["n_conv"].high
@@ -200,86 +201,84 @@ class OptimizerContract:
         assert len({c["n_conv"] for c, _ in history}) > 1
         assert len({c["n_fc"] for c, _ in history}) > 1
 
-    def test_shipped_settings_work(self) -> None:
+    def test_shipped_settings_work(self, subject: Subject) -> None:
         space = space_at(32)
-        for config, _ in run(self.name, space, budget=6, seed=0, settings=shipped_settings(self.name)):
+        for config, _ in subject.run(space, budget=6, seed=0, settings=subject.shipped()):
             assert_in_space(config, space)
 
-    # -- (c) narrowed spaces and initial points -------------------------------------------
-    def test_narrowed_space_and_initial_points(self) -> None:
+    # -- (c) narrowed spaces and initial points, proposed first and in order ---------------
+    def test_narrowed_space_and_initial_points(self, subject: Subject) -> None:
         space = narrowed(space_at(32))
         rng = random.Random(123)
         points = [space.sample(rng) for _ in range(3)]
-        budget = 12
-        proposals = [c for c, _ in run(self.name, space, budget=budget, seed=5, initial_points=points)]
+        proposals = [c for c, _ in subject.run(space, budget=12, seed=5, initial_points=points)]
         for config in proposals:
             assert_in_space(config, space)
-        if self.initial_points_in_order:
-            assert all(same(p, c) for p, c in zip(points, proposals, strict=False))
-        else:
-            window = proposals[: self.initial_points_window(budget)]
-            assert all(any(same(p, c) for c in window) for p in points)
+        assert all(same(p, c) for p, c in zip(points, proposals, strict=False))
 
-    def test_space_of_two_configurations(self) -> None:
+    def test_space_of_two_configurations(self, subject: Subject) -> None:
         # more trials than configurations: SMAC runs out of new ones, the GA of novel children
         space = space_at(16)
         two_sizes = Param("batch_size", CATEGORICAL, choices=(32, 64))
         tiny = space.with_params(
             [two_sizes if p.name == "batch_size" else fixed(p) for p in space.params]
         )
-        history = run(self.name, tiny, budget=6, seed=0)
+        history = subject.run(tiny, budget=6, seed=0)
         for config, _ in history:
             assert_in_space(config, tiny)
         assert {c["batch_size"] for c, _ in history} == {32, 64}
 
     # -- (d) an interrupted run resumes exactly -------------------------------------------
-    def test_replay_resumes_the_same_sequence(self) -> None:
+    def test_replay_resumes_the_same_sequence(self, subject: Subject) -> None:
         space = space_at(32)
         # 7 of 14: past TPE's random start-up and SMAC's initial design (4 each), and within
         # the GA's second generation (5 individuals, then 3 offspring each)
         budget, done = 14, 7
-        uninterrupted = run(self.name, space, budget=budget, seed=11)
-        resumed = create_optimizer(self.name, space, budget=budget, seed=11, settings=settings_for(self.name))
+        uninterrupted = subject.run(space, budget=budget, seed=11)
+        resumed = subject.create(space, budget=budget, seed=11)
         resumed.replay(uninterrupted[:done])
         for expected, _ in uninterrupted[done:]:
             config = resumed.ask()
             assert same(config, expected)
             resumed.tell(config, objective(config, space))
 
-    def test_replay_detects_a_different_history(self) -> None:
+    def test_replay_detects_a_different_history(self, subject: Subject) -> None:
         space = space_at(32)
-        history = run(self.name, space, budget=6, seed=1)
-        other = create_optimizer(self.name, space, budget=6, seed=2, settings=settings_for(self.name))
+        history = subject.run(space, budget=6, seed=1)
+        other = subject.create(space, budget=6, seed=2)
         with pytest.raises(RuntimeError, match="cannot resume"):
             other.replay(history)
 
     # -- (e) learning from the losses -----------------------------------------------------
-    def test_learns_from_losses_as_declared(self) -> None:
+    def test_learns_from_losses_as_declared(self, subject: Subject) -> None:
         # Random search's best of 30 averages about 1.5 and its later proposals about 3.0;
         # TPE, the GA and SMAC reach about 1.1-1.2 and 2. The criterion is checked against
         # random search itself too, so it is one that an optimizer ignoring losses fails.
-        assert learns(*performance(self.name, SEEDS)) == self.learns_from_losses
+        declared = algorithm(subject.name, subject.shipped()).learns_from_losses
+        assert learns(*subject.performance(SEEDS)) == declared
 
 
-class TestRandomSearch(OptimizerContract):
-    name = "random"
-    learns_from_losses = False
+class TestEveryOptimizer(OptimizerContract):
+    """The contract for every optimizer of ``conf/optimizer/``, found there."""
+
+    @pytest.fixture(params=NAMES)
+    def subject(self, request: pytest.FixtureRequest) -> Subject:
+        return Subject(request.param)
 
 
-class TestTPE(OptimizerContract):
-    name = "tpe"
+class TestTPE:
 
     @pytest.mark.parametrize(("budget", "expected"), [(2, 2), (4, 3), (12, 3), (20, 5), (1500, 375)])
     def test_startup_count(self, budget: int, expected: int) -> None:
         # shipped: max(min_startup=3, ceil(0.25 * budget)), at most the budget
-        assert shipped_settings("tpe").n_startup(budget) == expected
-        optimizer = create_optimizer("tpe", space_at(16), budget=budget, seed=0, settings=shipped_settings("tpe"))
+        assert TPE_.shipped().n_startup(budget) == expected  # type: ignore[attr-defined]
+        optimizer = TPE_.create(space_at(16), budget=budget, seed=0, settings=TPE_.shipped())
         assert isinstance(optimizer, TPE) and optimizer.n_startup == expected
 
     def test_model_is_fitted_on_the_best_and_the_most_recent_beyond_max_history(self) -> None:
         space, budget, limit = space_at(16), 80, 50
-        settings = settings_for("tpe", max_history=limit)
-        tpe = create_optimizer("tpe", space, budget=budget, seed=6, settings=settings)
+        settings = TPE_.settings(max_history=limit)
+        tpe = TPE_.create(space, budget=budget, seed=6, settings=settings)
         assert isinstance(tpe, TPE)
         losses = []
         for told in range(budget):
@@ -304,35 +303,29 @@ class TestTPE(OptimizerContract):
 
     def test_startup_proposals_are_random_search_then_the_model_takes_over(self) -> None:
         space, budget = space_at(16), 20
-        n_startup = shipped_settings("tpe").n_startup(budget)
+        n_startup = TPE_.shipped().n_startup(budget)  # type: ignore[attr-defined]
         assert n_startup == 5
-        tpe = run("tpe", space, budget=budget, seed=4)
-        rand = run("random", space, budget=budget, seed=4)
+        tpe = TPE_.run(space, budget=budget, seed=4)
+        rand = RANDOM.run(space, budget=budget, seed=4)
         assert all(same(t, r) for (t, _), (r, _) in zip(tpe[:n_startup], rand[:n_startup], strict=True))
         assert not any(same(t, r) for (t, _), (r, _) in zip(tpe[n_startup:], rand[n_startup:], strict=True))
 
 
-class TestGeneticAlgorithm(OptimizerContract):
-    name = "ga"
-    initial_points_in_order = False
-
-    def initial_points_window(self, budget: int) -> int:
-        return settings_for("ga").population_size(budget)  # within the first generation
-
+class TestGeneticAlgorithm:
     @pytest.mark.parametrize(("budget", "population", "elites"), [(3, 3, 2), (12, 5, 2), (100, 20, 2), (1000, 30, 2)])
     def test_population_is_clamped(self, budget: int, population: int, elites: int) -> None:
         # shipped: clamp(round(0.2 * budget), 5, 30), at most the budget; 2 elites
-        settings = shipped_settings("ga")
+        settings = GA.shipped()
         assert settings.population_size(budget) == population
         assert settings.elites(budget) == elites
-        assert settings_for("ga", n_elite=5).elites(3) == 2  # one offspring at least
+        assert GA.settings(n_elite=5).elites(3) == 2  # one offspring at least
 
     def test_elites_are_not_trained_again(self) -> None:
         space, budget = space_at(32), 30
-        settings = settings_for("ga")
+        settings = GA.settings()
         population, elites = settings.population_size(budget), settings.elites(budget)
         assert (population, elites) == (6, 2)
-        ga = create_optimizer("ga", space, budget=budget, seed=2, settings=settings)
+        ga = GA.create(space, budget=budget, seed=2, settings=settings)
         seen = []
         for _ in range(population + (population - elites) + 1):
             config = ga.ask()
@@ -346,19 +339,18 @@ class TestGeneticAlgorithm(OptimizerContract):
         assert len(set(keys)) == len(keys)  # no configuration was proposed twice
 
 
-class TestSMAC(OptimizerContract):
-    name = "smac"
+class TestSMAC:
 
     @pytest.mark.parametrize(("budget", "points", "expected"), [(4, 0, 3), (12, 0, 3), (12, 2, 3), (30, 0, 8), (4, 2, 2)])
     def test_initial_design_size(self, budget: int, points: int, expected: int) -> None:
         # shipped: max(min_initial=3, ceil(0.25 * budget)), at most what the points leave
-        assert shipped_settings("smac").n_initial(budget, points) == expected
+        assert SMAC.shipped().n_initial(budget, points) == expected  # type: ignore[attr-defined]
 
     def test_initial_design_comes_first_then_the_model(self) -> None:
         space, budget = space_at(16), 12
-        settings = settings_for("smac")
+        settings = SMAC.settings()
         n_initial = settings.n_initial(budget, 0)
-        smac = create_optimizer("smac", space, budget=budget, seed=0, settings=settings)
+        smac = SMAC.create(space, budget=budget, seed=0, settings=settings)
         origins = []
         for _ in range(budget):
             config = smac.ask()
@@ -369,8 +361,8 @@ class TestSMAC(OptimizerContract):
 
     def test_forest_is_refitted_on_a_schedule_that_stretches_with_the_history(self) -> None:
         space, budget = space_at(16), 40
-        settings = settings_for("smac", retrain_scale=5)
-        smac = create_optimizer("smac", space, budget=budget, seed=1, settings=settings)
+        settings = SMAC.settings(retrain_scale=5)
+        smac = SMAC.create(space, budget=budget, seed=1, settings=settings)
         model = smac._smac._model  # type: ignore[attr-defined]
         fitted_on: list[int] = []
         train = model.train
@@ -384,8 +376,7 @@ class TestSMAC(OptimizerContract):
 
     def test_forest_is_fitted_on_at_most_max_history_trials(self) -> None:
         space, budget = space_at(16), 30
-        settings = settings_for("smac", max_history=12)
-        smac = create_optimizer("smac", space, budget=budget, seed=2, settings=settings)
+        smac = SMAC.create(space, budget=budget, seed=2, settings=SMAC.settings(max_history=12))
         model = smac._smac._model  # type: ignore[attr-defined]
         fits: list[tuple[int, int]] = []
         train = model.train
@@ -472,10 +463,6 @@ class TestSMAC(OptimizerContract):
         assert ours.objective_bounds == [(0.3, 0.7)]
 
 
-def test_every_registered_optimizer_has_a_contract() -> None:
-    assert {c.name for c in OptimizerContract.__subclasses__()} == set(REGISTRY)
-
-
 # -- (b) reproducible across processes, seed-dependent ----------------------------------
 def proposals_in_subprocess(
     resolution: int, budget: int, seeds: Sequence[int], hash_seed: str
@@ -499,16 +486,105 @@ def test_same_seed_same_proposals_in_other_processes() -> None:
         assert one[name]["7"] != one[name]["8"], name
 
 
-def test_settings_must_have_the_optimizer_type() -> None:
-    with pytest.raises(TypeError, match="needs GASettings"):
-        create_optimizer("ga", space_at(16), budget=10, seed=0, settings=shipped_settings("tpe"))
+def test_a_missing_library_is_named_when_a_stage_builds_the_optimizer() -> None:
+    @dataclass(frozen=True)
+    class Elsewhere(OptimizerSettings):
+        algorithm: ClassVar[str] = "no_such_library.search.Optimizer"
+
+    message = (r"optimizer 'x' \(no_such_library.search.Optimizer\) needs 'no_such_library', "
+               "which is not installed: pip install no_such_library")
+    with pytest.raises(ImportError, match=message):
+        create_optimizer("x", space_at(16), budget=2, seed=0, settings=Elsewhere())
+
+
+# -- an optimizer added by the README's recipe: its module and its YAML, nothing else -----
+SOBOL_MODULE = '''"""Sobol points over the search space (scipy.stats.qmc)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from iishpo.optimizers import Optimizer, OptimizerSettings
+from iishpo.space import CATEGORICAL, Config
+
+
+@dataclass(frozen=True)
+class SobolSettings(OptimizerSettings):
+    algorithm: ClassVar[str] = "sobol_search.Sobol"
+    scramble: bool
+
+
+class Sobol(Optimizer[SobolSettings]):
+    """The initial points, then the points of a Sobol sequence, one coordinate per
+    parameter of the space."""
+
+    learns_from_losses = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from scipy.stats import qmc  # its library: imported when a stage builds it
+
+        self._sequence = qmc.Sobol(len(self.space.params), scramble=self.settings.scramble, seed=self.seed)
+        self._asked = 0
+
+    def ask(self) -> Config:
+        self._asked += 1
+        if self._asked <= len(self.initial_points):
+            return dict(self.initial_points[self._asked - 1])
+        config: Config = {}
+        for p, u in zip(self.space.params, self._sequence.random(1)[0]):
+            if p.is_active(config):
+                if p.kind == CATEGORICAL:
+                    config[p.name] = p.choices[min(int(u * len(p.choices)), len(p.choices) - 1)]
+                else:
+                    config[p.name] = p.from_unit(float(u))
+        return config
+
+    def tell(self, config: Config, loss: float) -> None:
+        """A sequence fixed in advance learns nothing."""
+'''
+SOBOL_YAML = """# A scrambled Sobol sequence (scipy.stats.qmc), its scrambling seeded by the stage.
+_target_: sobol_search.SobolSettings
+scramble: true
+"""
+
+
+def add_sobol(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The recipe: the module (here on the path from ``folder``) and ``optimizer/sobol.yaml``
+    in a copy of conf/, which this returns."""
+    conf = shutil.copytree(CONF, folder / "conf")
+    (conf / GROUP / "sobol.yaml").write_text(SOBOL_YAML)
+    (folder / "sobol_search.py").write_text(SOBOL_MODULE)
+    monkeypatch.syspath_prepend(str(folder))
+    return conf
+
+
+class TestAnAddedOptimizer(OptimizerContract):
+    """An optimizer added as the README says: the configuration composes and checks it,
+    a study runs it, and the contract holds for it."""
+
+    @pytest.fixture
+    def subject(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Subject:
+        return Subject("sobol", add_sobol(tmp_path, monkeypatch))
+
+    def test_the_configuration_composes_checks_and_builds_it(self, subject: Subject) -> None:
+        assert "sobol" in Registry(subject.conf) and "sobol" not in NAMES
+        settings = load_settings(["study=smoke", "study.optimizers=[sobol,random]"], config_dir=subject.conf)
+        assert type(settings.optimizers["sobol"]).__name__ == "SobolSettings"
+        assert settings.optimizers["sobol"] == subject.shipped()
+        check_optimizers(settings)  # what `iishpo check` does: build it on the study's space, ask once
+        with pytest.raises(ConfigError, match=r"optimizers.sobol.scramble must be true or false, got 'often'"):
+            load_settings(["optimizers.sobol.scramble=often"], config_dir=subject.conf)
+        with pytest.raises(ConfigError, match=r"optimizers.sobol: unknown keys \['seed'\]"):
+            load_settings(["+optimizers.sobol.seed=3"], config_dir=subject.conf)
 
 
 def main(argv: Sequence[str]) -> None:
     resolution, budget, *seeds = map(int, argv)
     space = space_at(resolution)
     out = {
-        name: {str(s): [c for c, _ in run(name, space, budget=budget, seed=s)] for s in seeds}
+        name: {str(s): [c for c, _ in Subject(name).run(space, budget=budget, seed=s)] for s in seeds}
         for name in NAMES
     }
     print(json.dumps(out))

@@ -1,17 +1,19 @@
 # Configuration (validated at load, before any job), the study's layout, and what each
-# job depends on (src/iishpo/layout.py owns all three).
+# job depends on (src/iishpo/layout.py owns all three); what each strategy's stages are and
+# hand on comes from src/iishpo/strategies.py.
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from iishpo.config import STAGED, ConfigError, load_settings, overrides_from_mapping
+from iishpo.config import ConfigError, load_settings, overrides_from_mapping
 from iishpo.resources import evaluation_runtime, training_mem_mb, training_runtime
 from iishpo.layout import (
     Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config,
     remaining_work, runs, stage_config, stages, summary_config,
 )
+from iishpo.strategies import RANGES, STRATEGIES
 
 OVERRIDES = overrides_from_mapping(config)
 # conf/ sits next to the Snakefile that was started (./Snakefile or workflow/Snakefile).
@@ -82,9 +84,21 @@ def prepared_file(dataset, resolution):
 def stage_inputs(wildcards):
     key = stage_key(wildcards)
     inputs = {"data": prepared_file(key.dataset, stage_plan(key).resolution)}
-    if key.stage > 0 and key.strategy in STAGED:  # independent stages start from the full space
-        inputs["ranges"] = str(LAYOUT.ranges(key.run.stage(key.stage - 1)))
+    if key.stage > 0 and STRATEGIES[key.strategy].handoff is not None:
+        inputs["handoff"] = str(LAYOUT.handoff(key.run.stage(key.stage - 1)))
     return inputs
+
+
+def handoff_option(wildcards, input):
+    """run-stage's option that reads what the stage before handed on, if anything."""
+    if "handoff" not in input.keys():
+        return ""
+    return f"{STRATEGIES[wildcards.strategy].handoff.option} {input.handoff}"
+
+
+def handing_on(handoff):
+    """The wildcard constraint of the strategies whose stages hand on ``handoff``."""
+    return "|".join(s for s in STUDY.strategies if STRATEGIES[s].handoff == handoff) or "(?!)"
 
 
 def next_resolution(wildcards):

@@ -1,5 +1,5 @@
 # Optimization: one job per stage (one process runs all of its evaluations), and range
-# extraction between the stages of an IIS run.
+# extraction between the stages of the strategies that hand ranges on (IIS, narrowing).
 
 
 rule run_stage:
@@ -11,7 +11,8 @@ rule run_stage:
     params:
         config=lambda wc: digest(stage_config(SETTINGS, stage_key(wc))),
         out_dir=lambda wc, output: Path(output.summary).parent,
-        ranges=lambda wc, input: f"--ranges {input.ranges}" if "ranges" in input.keys() else "",
+        # `ranges` keeps the shell command's text, which Snakemake's code trigger compares
+        ranges=handoff_option,
         iishpo=IISHPO,
         overrides=OVERRIDE_ARGS,
     log:
@@ -32,7 +33,9 @@ rule extract_ranges:
     input:
         trials=rules.run_stage.output.trials,
     output:
-        ranges=f"{STAGE}/ranges.json",
+        ranges=f"{STAGE}/{RANGES.file}",
+    wildcard_constraints:
+        strategy=handing_on(RANGES),
     params:
         config=lambda wc: digest(ranges_config(SETTINGS, next_resolution(wc))),
         resolution=next_resolution,

@@ -1,8 +1,8 @@
 """One ask/tell interface for every HPO algorithm.
 
 The stage runner only ever calls :meth:`Optimizer.ask` and :meth:`Optimizer.tell`, so an
-algorithm slots in by subclassing :class:`Optimizer` and registering its name in
-:data:`iishpo.optimizers.REGISTRY`. Optimizers keep no files: resuming a stage replays the
+algorithm slots in by subclassing :class:`Optimizer` and naming it from its settings class
+(see :mod:`iishpo.optimizers`). Optimizers keep no files: resuming a stage replays the
 stored trials through ``ask``/``tell`` (see :meth:`Optimizer.replay`), which restores the
 exact state, random streams included, of a run that was never interrupted.
 """
@@ -12,12 +12,15 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
+from iishpo.optimizers.settings import OptimizerSettings
 from iishpo.space import Config, SearchSpace
 
+S = TypeVar("S", bound=OptimizerSettings)
 
-class Optimizer(ABC):
+
+class Optimizer(ABC, Generic[S]):
     """Base class: proposes configurations inside ``space`` and learns from their losses.
 
     Args:
@@ -25,11 +28,15 @@ class Optimizer(ABC):
         budget: evaluations this optimizer will be asked for; algorithms scale their
             start-up phase (TPE's random start, the GA's population) with it.
         seed: makes the sequence of proposals reproducible.
-        initial_points: configurations to evaluate first (IIS: the best of the previous
-            stage); each subclass uses them the way its algorithm starts best.
-        settings: the algorithm's typed settings (``iishpo.optimizers.settings``), built
-            from ``conf/optimizer/<name>.yaml`` when the configuration was loaded.
+        initial_points: configurations to propose first, in order (IIS: the best of the
+            previous stage).
+        settings: the algorithm's typed settings, built from ``conf/optimizer/<name>.yaml``
+            when the configuration was loaded.
     """
+
+    #: its proposals improve with the losses it is told (the optimizer contract,
+    #: tests/optimizers, holds it to this against random search)
+    learns_from_losses: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -38,7 +45,7 @@ class Optimizer(ABC):
         budget: int,
         seed: int,
         initial_points: Sequence[Config] = (),
-        settings: Any,
+        settings: S,
     ) -> None:
         if budget < 1:
             raise ValueError(f"budget must be >= 1, got {budget}")

@@ -25,7 +25,8 @@ One generation after the other, one individual per ``ask()``:
 * Mutation: each gene with probability ``gene_mutation_prob``: numeric genes move by a
   Gaussian step of ``mutation_sigma`` times their range, on the log scale where the
   parameter has one (integers on a range widened by half a step, so end points are
-  reachable), then are clipped and rounded; categorical genes switch to another choice.
+  reachable: :meth:`~iishpo.space.Param.to_unit`), then are clipped and rounded;
+  categorical genes switch to another choice.
 * A child identical to a configuration already proposed is mutated again (a few tries),
   since training the same network twice wastes a stage evaluation.
 
@@ -51,7 +52,7 @@ from deap import base, tools
 
 from iishpo.optimizers.base import Optimizer
 from iishpo.optimizers.settings import GASettings
-from iishpo.space import CATEGORICAL, INT, Config, Param
+from iishpo.space import CATEGORICAL, Config, Param
 
 #: how often a duplicate child is mutated again before it is accepted as it is
 _MAX_NOVELTY_TRIES = 20
@@ -69,12 +70,12 @@ class _Individual(list):  # type: ignore[type-arg]
         self.fitness = _FitnessMin()
 
 
-class GeneticAlgorithm(Optimizer):
+class GeneticAlgorithm(Optimizer[GASettings]):
     """Generational GA with tournament selection, uniform crossover and elitism."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings: GASettings = self.settings
+        settings = self.settings
         self.tournament_size = settings.tournament_size
         self.crossover_prob = settings.crossover_prob
         self.gene_swap_prob = settings.gene_swap_prob
@@ -166,28 +167,10 @@ def _mutate_gene(p: Param, value: Any, sigma: float, rng: random.Random) -> Any:
     if p.kind == CATEGORICAL:
         others = [c for c in p.choices if c != value]  # type: ignore[union-attr]
         return rng.choice(others) if others else value
-    low, high = _unit_bounds(p)
-    if high <= low:
+    low, high = p.unit_bounds()
+    if high <= low:  # a float narrowed to one value
         return value
-    u = (_scale(p, value) - low) / (high - low) + rng.gauss(0.0, sigma)
-    raw = _unscale(p, low + min(max(u, 0.0), 1.0) * (high - low))
-    return p.clip(round(raw) if p.kind == INT else raw)
-
-
-def _unit_bounds(p: Param) -> tuple[float, float]:
-    """The (log-)range a numeric gene moves in; integers widened by half a step."""
-    low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
-    if p.kind == INT:
-        low, high = low - 0.5 + 1e-9, high + 0.5 - 1e-9
-    return _scale(p, low), _scale(p, high)
-
-
-def _scale(p: Param, value: float) -> float:
-    return math.log(value) if p.log else float(value)
-
-
-def _unscale(p: Param, value: float) -> float:
-    return math.exp(value) if p.log else value
+    return p.from_unit(p.to_unit(value) + rng.gauss(0.0, sigma))
 
 
 def _key(config: Config) -> tuple[Any, ...]:

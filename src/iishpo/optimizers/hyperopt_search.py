@@ -15,13 +15,13 @@ from typing import Any
 from hyperopt import hp, rand, tpe
 from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 
-from iishpo.optimizers.base import Optimizer, bounded_history
-from iishpo.optimizers.settings import TPE_GOOD_CAP, TPESettings
+from iishpo.optimizers.base import Optimizer, S, bounded_history
+from iishpo.optimizers.settings import TPE_GOOD_CAP, RandomSettings, TPESettings
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import CATEGORICAL, INT, Config, Param
 
 
-class _HyperoptOptimizer(Optimizer):
+class _HyperoptOptimizer(Optimizer[S]):
     """Shared machinery: the conditional hyperopt space and the Trials bookkeeping."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -118,15 +118,17 @@ class _HyperoptOptimizer(Optimizer):
         return derive_seed(self.seed, Stream.PROPOSAL, 0, tid)
 
 
-class RandomSearch(_HyperoptOptimizer):
+class RandomSearch(_HyperoptOptimizer[RandomSettings]):
     """Independent draws from the (possibly narrowed) space: hyperopt's ``rand``."""
+
+    learns_from_losses = False
 
     def _suggest(self, tid: int) -> dict[str, list[Any]]:
         (doc,) = rand.suggest([tid], self._domain, self._trials, self._seed(tid))
         return _plain_vals(doc["misc"]["vals"])
 
 
-class TPE(_HyperoptOptimizer):
+class TPE(_HyperoptOptimizer[TPESettings]):
     """Tree-structured Parzen estimator; its random start-up scales with the budget.
 
     hyperopt's default ``n_startup_jobs=20`` would make any stage of <= 20 evaluations
@@ -142,14 +144,12 @@ class TPE(_HyperoptOptimizer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings: TPESettings = self.settings
-        self.n_startup = settings.n_startup(self.budget)
+        self.n_startup = self.settings.n_startup(self.budget)
 
     def _suggest(self, tid: int) -> dict[str, list[Any]]:
         if tid < self.n_startup:  # what tpe.suggest does before its start-up count
             (doc,) = rand.suggest([tid], self._domain, self._trials, self._seed(tid))
         else:
-            settings: TPESettings = self.settings
             trials, gamma = self.model_history()
             (doc,) = tpe.suggest(
                 [tid],
@@ -158,13 +158,13 @@ class TPE(_HyperoptOptimizer):
                 self._seed(tid),
                 n_startup_jobs=0,
                 gamma=gamma,
-                n_EI_candidates=settings.n_ei_candidates,
+                n_EI_candidates=self.settings.n_ei_candidates,
             )
         return _plain_vals(doc["misc"]["vals"])
 
     def model_history(self) -> tuple[Trials, float]:
         """The trials the densities are fitted on, and the gamma that keeps the good group."""
-        settings: TPESettings = self.settings
+        settings = self.settings
         docs = self._trials.trials
         if len(docs) <= settings.max_history:
             return self._trials, settings.gamma

@@ -1,17 +1,20 @@
 """Typed settings of every optimizer, checked when the configuration is loaded.
 
 The values (and their comments) live in ``conf/optimizer/<name>.yaml``, the only place a
-default is written; these classes give each key its type and allowed range, so a typo or
-an impossible value fails before any job runs. They import no optimization library, so
-the Snakefile can validate settings without paying for hyperopt or SMAC. The numbers each
-algorithm derives from its settings and the stage budget (TPE's random start-up, the GA's
-population, SMAC's initial design) are computed here, where they can be tested on their own.
+default is written; its ``_target_`` names a subclass of :class:`OptimizerSettings`, which
+gives each key its type and allowed range, so a typo or an impossible value fails before
+any job runs. The shipped optimizers' classes are here, apart from their algorithms: they
+import no optimization library, so the Snakefile validates settings without paying for
+hyperopt or SMAC (5 s). The numbers each algorithm derives from its settings and the stage
+budget (TPE's random start-up, the GA's population, SMAC's initial design) are computed
+here, where they can be tested on their own.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 #: hyperopt's cap on the size of TPE's good group (``hyperopt.tpe.DEFAULT_LF``, not
 #: imported here): the best trials TPE keeps when it bounds its history
@@ -24,13 +27,27 @@ def _check(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class RandomSettings:
-    """Random search has no settings."""
+class OptimizerSettings:
+    """Base of every optimizer's settings: its fields are the keys of its YAML file."""
+
+    #: the :class:`~iishpo.optimizers.base.Optimizer` subclass these settings are for, as
+    #: ``"module.Class"``: imported only when a stage builds the optimizer, so that checking
+    #: the configuration does not import the algorithm's library
+    algorithm: ClassVar[str]
 
 
 @dataclass(frozen=True)
-class TPESettings:
+class RandomSettings(OptimizerSettings):
+    """Random search has no settings."""
+
+    algorithm: ClassVar[str] = "iishpo.optimizers.hyperopt_search.RandomSearch"
+
+
+@dataclass(frozen=True)
+class TPESettings(OptimizerSettings):
     """hyperopt's TPE; see ``conf/optimizer/tpe.yaml``."""
+
+    algorithm: ClassVar[str] = "iishpo.optimizers.hyperopt_search.TPE"
 
     startup_fraction: float
     min_startup: int
@@ -55,8 +72,10 @@ class TPESettings:
 
 
 @dataclass(frozen=True)
-class GASettings:
+class GASettings(OptimizerSettings):
     """The genetic algorithm (DEAP); see ``conf/optimizer/ga.yaml``."""
+
+    algorithm: ClassVar[str] = "iishpo.optimizers.genetic.GeneticAlgorithm"
 
     population_fraction: float
     min_population: int
@@ -92,8 +111,10 @@ class GASettings:
 
 
 @dataclass(frozen=True)
-class SMACSettings:
+class SMACSettings(OptimizerSettings):
     """SMAC3's hyperparameter-optimization facade; see ``conf/optimizer/smac.yaml``."""
+
+    algorithm: ClassVar[str] = "iishpo.optimizers.smac_search.SMAC"
 
     initial_fraction: float
     min_initial: int

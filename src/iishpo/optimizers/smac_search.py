@@ -83,12 +83,12 @@ _MAX_REPEATS = 100
 _SEED_MOD = 2**31 - 1
 
 
-class SMAC(Optimizer):
+class SMAC(Optimizer[SMACSettings]):
     """SMAC3's hyperparameter-optimization facade (random forest + expected improvement)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        settings: SMACSettings = self.settings
+        settings = self.settings
         logging.getLogger("smac").setLevel(logging.WARNING)  # SMAC's INFO lines drown the stage log
         self.configspace = build_configspace(self.space)
         points = self.initial_points[: self.budget]

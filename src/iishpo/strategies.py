@@ -1,0 +1,120 @@
+"""What each strategy is, in one table that the configuration, the DAG, the summary and the
+figures read, so that a new strategy is one entry here plus its code.
+
+A strategy says how a run spends its budget: its stages (resolution and budget of each, from
+the study's ladder, budget and IIS budgets), what each stage but the last hands the next (a
+file that a job of its own makes from the stage's trials, or nothing), whether the run's best
+configuration is scored on the test set (Experiment 2, summarized) or the run feeds the
+importance analysis (Experiment 1), and how the summary and Fig. 5 show it.
+
+Successive halving would be one more entry: its stages the rungs of the ladder, each handing
+the next a ``Handoff("promotions.json", "--promotions")`` (the best 1/eta of the rung's
+configurations, written by a rule of its own and read by ``run-stage``). Hyperband is its
+brackets' rungs in sequence, a promotions file at a bracket's end saying "start afresh".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # iishpo.config builds the study from this table
+    from iishpo.config import Study
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A file each stage of a run but the last writes for the next stage, and the
+    ``run-stage`` option that reads it."""
+
+    file: str
+    option: str
+
+
+#: range extraction: the narrowed space and the starting points for the next stage
+#: (rule ``extract_ranges``, :mod:`iishpo.ranges`)
+RANGES = Handoff("ranges.json", "--ranges")
+
+#: the strategy every compared one is measured against, paired by seed
+BASELINE = "standard"
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How a run of this strategy spends its budget, and how the study shows its runs."""
+
+    name: str
+    #: ``(resolution, budget)`` of each stage of a run
+    stages: Callable[[Study], list[tuple[int, int]]]
+    #: what each stage but the last hands the next; ``None``: every stage starts from the
+    #: full space. A strategy that hands something on needs a ladder of >= 2 resolutions.
+    handoff: Handoff | None
+    #: the run's best configuration is retrained and scored on the test set and the summary
+    #: reads the run (Experiment 2); otherwise the run feeds the importance analysis
+    evaluated: bool
+    #: Fig. 5's line style for its runs
+    line_style: str
+    #: the summary compares it with :data:`BASELINE` under this time-reduction label;
+    #: ``None``: not compared
+    reduction_label: str | None = None
+    #: its stage budgets are ``study.iis_budgets``, one per ladder resolution
+    uses_iis_budgets: bool = False
+    #: what the summary adds to the description of its stages
+    note: str = ""
+
+    @property
+    def compared(self) -> bool:
+        return self.reduction_label is not None
+
+    def describe(self, study: Study) -> str:
+        """The summary's words for its stages, e.g. "6 at 8 px, 4 at 16 px" ("all" for the
+        whole budget)."""
+        words = ", ".join(
+            f"{'all' if budget == study.budget else budget} at {resolution} px"
+            for resolution, budget in self.stages(study)
+        )
+        return f"{words} ({self.note})" if self.note else words
+
+
+def _whole_budget_at_largest(study: Study) -> list[tuple[int, int]]:
+    return [(study.ladder[-1], study.budget)]
+
+
+def _iis_budgets_up_the_ladder(study: Study) -> list[tuple[int, int]]:
+    return list(zip(study.ladder, study.iis_budgets, strict=True))
+
+
+def _iis_budgets_at_largest(study: Study) -> list[tuple[int, int]]:
+    return [(study.ladder[-1], budget) for budget in study.iis_budgets]
+
+
+def _whole_budget_at_every_resolution(study: Study) -> list[tuple[int, int]]:
+    return [(resolution, study.budget) for resolution in study.ladder]
+
+
+#: by name, in the order of the summary's comparisons
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        # the baseline: the whole budget at the largest resolution
+        Strategy("standard", _whole_budget_at_largest, handoff=None, evaluated=True, line_style="-"),
+        # the paper's method: one stage per ladder resolution, the space narrowed between them
+        Strategy(
+            "iis", _iis_budgets_up_the_ladder, handoff=RANGES, evaluated=True, line_style="--",
+            reduction_label="time reduction", uses_iis_budgets=True,
+        ),
+        # the control that separates IIS's two effects (the paper's Sec. 5): IIS's stage
+        # budgets and range extraction, every stage at the largest resolution
+        Strategy(
+            "narrowing", _iis_budgets_at_largest, handoff=RANGES, evaluated=True, line_style=":",
+            reduction_label="time reduction (narrowing)", uses_iis_budgets=True,
+            note="IIS's stages and ranges",
+        ),
+        # the paper's Experiment 1: the whole budget at every resolution, each from the full
+        # space, for hyperparameter importance per resolution
+        Strategy(
+            "independent", _whole_budget_at_every_resolution, handoff=None, evaluated=False, line_style="-.",
+        ),
+    )
+}
