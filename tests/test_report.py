@@ -11,38 +11,23 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from browser import dump_dom, needs_chromium
 from helpers import REPO, TINY
 from iishpo import figures
 from iishpo.layout import FIGURE_FORMATS, IMPORTANCE_FIGURES
 from iishpo.store import Trial
 
 CAPTIONS = REPO / "workflow" / "report"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="headless Chromium is not installed (Debian: apt-get install -y chromium)",
-)
 
 
 def report_is_wired() -> bool:
     return any("report(" in path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk"))
-
-
-def dump_dom(page: Path) -> str:
-    assert CHROMIUM is not None
-    result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000",
-         "--dump-dom", page.as_uri()],
-        check=True, capture_output=True, text=True, timeout=180,
-    )
-    return result.stdout
 
 
 def rendered_sizes(image_uris: list[str], workdir: Path) -> list[tuple[int, int]]:
@@ -58,7 +43,7 @@ def rendered_sizes(image_uris: list[str], workdir: Path) -> list[tuple[int, int]
         " out.textContent = JSON.stringify(sizes); document.body.appendChild(out); });\n"
         "</script></body></html>\n"
     )
-    match = re.search(r'<pre id="sizes">(.*?)</pre>', dump_dom(probe), re.DOTALL)
+    match = re.search(r'<pre id="sizes">(.*?)</pre>', dump_dom(probe.as_uri()), re.DOTALL)
     assert match, "the probe page did not finish decoding the images"
     return [tuple(size) for size in json.loads(match.group(1))]
 
@@ -99,7 +84,7 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=900, env=env)
     subprocess.run([*command, "--report", str(tmp_path / "report.html")], check=True, capture_output=True, timeout=300, env=env)
     html = (tmp_path / "report.html").read_text()
-    dom = dump_dom(tmp_path / "report.html")
+    dom = dump_dom((tmp_path / "report.html").as_uri())
     assert "Snakemake" in dom and len(dom) > len(html) // 2  # the report's app ran
     # the embedded files (the report's own code holds other "data:image" strings)
     embedded = {

@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--results", type=Path, required=True)
 
+    p = command("export-optuna", help="write every run of a study into an Optuna storage (for optuna-dashboard)")
+    p.add_argument("--results", type=Path, required=True)
+    p.add_argument("--storage", required=True, help="sqlite:///PATH (an SQLite file) or PATH.log (an Optuna journal file)")
+
     p = command("record-configuration", help="write the resolved configuration and its provenance")
     p.add_argument("--output", type=Path, required=True)
     return parser
@@ -185,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iishpo: {err}", file=sys.stderr)
             return 1
         log.info("wrote %s", ", ".join(str(p) for p in written))
+    elif args.command == "export-optuna":
+        import optuna
+
+        from iishpo.export import ExportRefused, export_study
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the export logs what it writes
+        try:
+            export_study(settings, args.results, args.storage)
+        except ExportRefused as err:
+            print(f"iishpo: {err}", file=sys.stderr)
+            return 1
     elif args.command == "record-configuration":
         from iishpo.provenance import provenance
         from iishpo.store import write_json_atomic
