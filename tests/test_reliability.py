@@ -128,6 +128,12 @@ class Background:
             pytest.fail(f"reference stage failed:\n{(self.workdir / 'stage0.log').read_text()[-5000:]}")
         return read_trials(self.workdir / STAGE / TRIALS)
 
+    def trials_file(self) -> bytes:
+        """The finished stage's ``trials.jsonl``, once the stage has finished (a test that
+        reads it must not depend on how fast the reference trained)."""
+        self.trials()
+        return (self.workdir / STAGE / TRIALS).read_bytes()
+
     def summary(self) -> dict[str, Any]:
         self.trials()
         return json.loads((self.workdir / STAGE / SUMMARY).read_text())
@@ -301,7 +307,7 @@ def test_resume_after_a_torn_journal_write(
     """Killed in the middle of appending trial 2: the torn line is cut off, trial 2 is
     evaluated again, and the stage ends as an uninterrupted one."""
     expected = reference.trials()
-    records = (reference.workdir / STAGE / TRIALS).read_bytes().splitlines(keepends=True)
+    records = reference.trials_file().splitlines(keepends=True)
     out = tmp_path / "elsewhere" / "stage0"
     out.mkdir(parents=True)
     journal_path(settings, KEY, data_dir / DATA, None, out).write_bytes(b"".join(records[:2]) + records[2][:40])
@@ -321,10 +327,10 @@ def test_outputs_deleted_after_a_finished_stage_are_rewritten_from_its_journal(
     out = tmp_path / "stage0"
     out.mkdir()
     journal = journal_path(settings, KEY, data_dir / DATA, None, out)
-    journal.write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
+    journal.write_bytes(reference.trials_file())
     monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
     run_stage(settings, KEY, data_dir / DATA, None, out)
-    assert (out / TRIALS).read_bytes() == journal.read_bytes() == (reference.workdir / STAGE / TRIALS).read_bytes()
+    assert (out / TRIALS).read_bytes() == journal.read_bytes() == reference.trials_file()
     assert sorted(p.name for p in out.iterdir()) == sorted([journal.name, TRIALS, SUMMARY])
 
 
@@ -337,7 +343,7 @@ def test_a_journal_of_other_inputs_is_kept_and_not_resumed(
     out = tmp_path / "stage0"
     out.mkdir()
     old = journal_path(settings, KEY, data_dir / DATA, None, out)
-    old.write_bytes((reference.workdir / STAGE / TRIALS).read_bytes())
+    old.write_bytes(reference.trials_file())
     changed = compose(*OVERRIDES, "trainer.patience=2")
     new = journal_path(changed, KEY, data_dir / DATA, None, out)
     assert new != old
@@ -352,7 +358,7 @@ def test_a_journal_of_other_inputs_is_kept_and_not_resumed(
     run_stage(changed, KEY, data_dir / DATA, None, out)
     assert len(trained) == BUDGET
     assert (out / TRIALS).read_bytes() == new.read_bytes()
-    assert old.read_bytes() == (reference.workdir / STAGE / TRIALS).read_bytes()
+    assert old.read_bytes() == reference.trials_file()
 
     monkeypatch.setattr(stage_module, "evaluate_trial", lambda *a, **k: pytest.fail("trained again"))
     run_stage(settings, KEY, data_dir / DATA, None, out)
