@@ -26,6 +26,8 @@ TINY_RUNS = [
      r"test mean_class_accuracy \d\.\d{3}(?s:.*)flowers102: largest best epoch \d+ \(\w+, 16 px\); (max_epochs >= \d+|cut off)"),
     ("gpu_check.py", ["--accelerator", "cpu", "--tiny", "--precisions", "32-true"],
      r"trials of the two runs identical: True(?s:.*)\n +16 +\d+\.\d\d\n(?s:.*)checks: all passed"),
+    ("download_resume.py", ["--size-mb", "2", "--cut-mb", "0.6"],
+     r"iishpo: verified file +4 requests, +2\.0 MB sent \(1\.00 x the file\)\n +pooch: failed"),
     ("job_overhead.py", ["--repeats", "1"], r"fixed cost per job +in-process +\d+\.\d+ s +worker +\d+\.\d+ s"),
 ]
 
