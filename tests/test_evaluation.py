@@ -103,7 +103,7 @@ def test_best_trial_is_retrained_and_scored(
     monkeypatch.setattr(Classifier, "training_step", training_spy)
     monkeypatch.setattr(Classifier, "validation_error", validation_spy)
     out = evaluate_test(
-        settings, "synthetic", 0, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
+        settings, "synthetic", 0, [_trials(tmp_path / "trials.jsonl")], tmp_path / "8px.npz", tmp_path / "test.json"
     )
 
     tensors = TrainingData(splits, torch.device("cpu"))  # the same normalisation as the run's
@@ -189,7 +189,7 @@ def test_record_and_log_hold_each_score_their_mean_and_spread(
     monkeypatch.setattr(evaluation_module, "time", SimpleNamespace(perf_counter=clock.__next__))
     caplog.set_level(logging.INFO, logger="iishpo.evaluation")
     out = evaluate_test(
-        settings, "synthetic", 5, _trials(tmp_path / "trials.jsonl"), tmp_path / "8px.npz", tmp_path / "test.json"
+        settings, "synthetic", 5, [_trials(tmp_path / "trials.jsonl")], tmp_path / "8px.npz", tmp_path / "test.json"
     )
 
     mean = sum(scores) / len(scores)
@@ -229,7 +229,7 @@ def test_trials_without_a_success_are_refused(tmp_path: Path) -> None:
     message = f"{tmp_path / 'trials.jsonl'}: no successful trial to evaluate on the test set"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         evaluate_test(
-            compose(*TINY), "synthetic", 0, tmp_path / "trials.jsonl", tmp_path / "8px.npz", tmp_path / "test.json"
+            compose(*TINY), "synthetic", 0, [tmp_path / "trials.jsonl"], tmp_path / "8px.npz", tmp_path / "test.json"
         )
 
 
@@ -242,6 +242,6 @@ def test_a_gpu_run_without_a_gpu_is_refused(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match=re.escape("trainer.accelerator='gpu' but no CUDA GPU is visible")):
         evaluate_test(
-            compose(*TINY, "trainer.accelerator=gpu"), "synthetic", 0, _trials(tmp_path / "trials.jsonl"),
+            compose(*TINY, "trainer.accelerator=gpu"), "synthetic", 0, [_trials(tmp_path / "trials.jsonl")],
             tmp_path / "8px.npz", tmp_path / "test.json",
         )

@@ -426,7 +426,7 @@ def test_a_last_stage_without_a_successful_trial_is_refused(tmp_path: Path) -> N
     trials = layout.trials(stages(settings.study, failed_last)[-1].key)
     with pytest.raises(ValueError) as error:
         load_run(settings, layout, failed_last)
-    assert str(error.value) == f"{trials}: the last stage of {failed_last} has no successful trial"
+    assert str(error.value) == f"{trials}: the result stages of {failed_last} have no successful trial"
     # a first stage without one is fine: its best does not carry over
     assert load_run(settings, layout, failed_first).best_val_error == 0.15
 

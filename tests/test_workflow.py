@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from helpers import REPO, TINY, compose, journal_in
-from iishpo.artifacts import read_evaluation, read_ranges, read_stage
+from iishpo.artifacts import read_evaluation, read_promotions, read_ranges, read_stage
 from iishpo.config import Settings
 from iishpo.layout import (
     Layout,
@@ -30,7 +30,9 @@ from iishpo.layout import (
     StageKey,
     digest,
     figure_files,
+    promotion,
     remaining_work,
+    result_stages,
     runs,
     stage_config,
     stages,
@@ -433,3 +435,41 @@ def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "must be positive and sum to study.budget=5" in result.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "results").exists()
+
+
+#: standard, IIS, successive halving and Hyperband in one tiny study, one seed: 6 evaluations
+#: per run (halving 5 at 16 px, 1 at 32 px; Hyperband [3, 1] then [2], eta 3)
+HALVING_STUDY = ("study.strategies=[standard,iis,halving,hyperband]", "study.budget=6", "study.iis_budgets=[3,3]", "study.seeds=[0]")
+
+
+def test_halving_and_hyperband_run_rung_by_rung_through_the_dag(tmp_path: Path) -> None:
+    """Each rung a stage; promotions.json between them holds the rung's best (none at a
+    Hyperband bracket's end) and is what the next rung evaluated; the test retrained the best
+    of the last rungs; the summary has their rows."""
+    snakemake(tmp_path, *HALVING_STUDY)
+    settings = compose(*STUDY, *HALVING_STUDY)
+    layout = Layout(tmp_path / "results" / settings.study.name)
+    halved = [run for run in runs(settings.study) if run.strategy in ("halving", "hyperband")]
+    assert {run.strategy for run in halved} == {"halving", "hyperband"}
+    for run in halved:
+        plans = stages(settings.study, run)
+        trials = [read_trials(layout.trials(plan.key)) for plan in plans]
+        assert [len(t) for t in trials] == [plan.budget for plan in plans]
+        assert [read_stage(layout.stage_record(p.key)).resolution for p in plans] == [p.resolution for p in plans]
+        for plan in plans[:-1]:
+            promotions = read_promotions(layout.handoff(plan.key))
+            resolution, promote = promotion(settings.study, plan.key)
+            assert promotions.resolution == resolution == plans[plan.key.stage + 1].resolution
+            best = sorted(trials[plan.key.stage], key=lambda t: (t.loss, t.number))[:promote]
+            assert (promotions.trials, promotions.configs) == ([t.number for t in best], [t.config for t in best])
+            if promote:  # the next rung evaluated exactly the promoted configurations
+                assert [t.config for t in trials[plan.key.stage + 1]] == promotions.configs
+        result = [t for plan in result_stages(settings.study, run) for t in by_hand_best(read_trials(layout.trials(plan.key)))]
+        best = min(result, key=lambda t: t.val_error)  # type: ignore[arg-type,return-value]
+        test = read_evaluation(layout.test(run))
+        assert (test.val_error, test.config, test.resolution) == (best.val_error, best.config, settings.study.ladder[-1])
+    rows = {(r["optimizer"], r["strategy"]): r for r in read_csv(layout.runs_table)}
+    for run in halved:
+        assert int(rows[(run.optimizer, run.strategy)]["n_evaluations"]) == settings.study.budget
+    summary = {(r["optimizer"], r["strategy"]): r for r in read_csv(layout.summary_table)}
+    assert all(summary[(run.optimizer, run.strategy)]["time_reduction"] != "" for run in halved)

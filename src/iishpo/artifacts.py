@@ -1,4 +1,5 @@
-"""The JSON files a run leaves behind, as typed records: ``stage.json``, ``ranges.json``, ``test.json``.
+"""The JSON files a run leaves behind, as typed records: ``stage.json``, ``ranges.json``,
+``promotions.json``, ``test.json``.
 
 Each file holds one JSON object with ``"format": 1`` (like the trial journal, whose
 records are :class:`iishpo.store.Trial`) and the fields of its record class below. Jobs
@@ -62,6 +63,22 @@ class RangesRecord:
 
 
 @dataclass(frozen=True)
+class PromotionsRecord:
+    """``promotions.json``: the configurations the next rung of successive halving or
+    Hyperband trains again, best first; none: the next stage starts a bracket, and the
+    optimizer proposes."""
+
+    #: the next stage's resolution
+    resolution: int
+    configs: list[Config]
+    #: the promoted trials' numbers in the rung they come from, and their validation errors
+    #: (``None``: failed, promoted only because the rung had too few successes)
+    trials: list[int]
+    val_errors: list[float | None]
+    config_digest: str
+
+
+@dataclass(frozen=True)
 class EvaluationRecord:
     """``test.json``: a run's best configuration, retrained and scored on the test set."""
 
@@ -81,8 +98,8 @@ class EvaluationRecord:
     provenance: Provenance
 
 
-Record = StageRecord | RangesRecord | EvaluationRecord
-R = TypeVar("R", StageRecord, RangesRecord, EvaluationRecord)
+Record = StageRecord | RangesRecord | PromotionsRecord | EvaluationRecord
+R = TypeVar("R", StageRecord, RangesRecord, PromotionsRecord, EvaluationRecord)
 
 
 def write_record(path: Path, record: Record) -> None:
@@ -132,6 +149,10 @@ def read_stage(path: Path) -> StageRecord:
 def read_ranges(path: Path) -> RangesRecord:
     data = _load(path, RangesRecord)
     return RangesRecord(**{**data, "space": SearchSpace.from_dict(data["space"])})
+
+
+def read_promotions(path: Path) -> PromotionsRecord:
+    return PromotionsRecord(**_load(path, PromotionsRecord))
 
 
 def read_evaluation(path: Path) -> EvaluationRecord:

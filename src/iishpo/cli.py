@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--stage", type=int, required=True)
     p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--ranges", type=Path, default=None)
+    # what the stage before handed on (its strategy's handoff: ranges or promotions)
+    p.add_argument("--ranges", "--promotions", dest="handoff", type=Path, default=None)
     p.add_argument("--out-dir", type=Path, required=True)
 
     p = command("extract-ranges", help="narrow the space for the next IIS stage")
@@ -56,10 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, required=True, help="resolution of the next stage")
     p.add_argument("--output", type=Path, required=True)
 
+    p = command("promote-configs", help="the best of a rung of successive halving or Hyperband, for the next rung")
+    p.add_argument("--trials", type=Path, required=True)
+    p.add_argument("--resolution", type=int, required=True, help="resolution of the next stage")
+    p.add_argument("--promote", type=int, required=True, help="how many; 0: the next stage starts a bracket")
+    p.add_argument("--output", type=Path, required=True)
+
     p = command("evaluate-test", help="retrain a run's best configuration and score the test set")
     p.add_argument("--dataset", required=True)
     p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--trials", type=Path, required=True)
+    p.add_argument("--trials", type=Path, nargs="+", required=True, help="the trials of the run's result stages")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True)
 
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
         key = StageKey(args.dataset, args.optimizer, args.strategy, args.seed, args.stage)
         with gpu_slot(settings):
-            run_stage(settings, key, args.data, args.ranges, args.out_dir)
+            run_stage(settings, key, args.data, args.handoff, args.out_dir)
     elif args.command == "extract-ranges":
         from iishpo.artifacts import RangesRecord, write_record
         from iishpo.layout import digest, ranges_config
@@ -165,6 +172,19 @@ def main(argv: list[str] | None = None) -> int:
             config_digest=digest(ranges_config(settings, args.resolution)),
         ))
         log.info("ranges for %d px: %s", args.resolution, json.dumps(describe(space)))
+    elif args.command == "promote-configs":
+        from iishpo.artifacts import PromotionsRecord, write_record
+        from iishpo.halving import promote
+        from iishpo.layout import digest, promotions_config
+        from iishpo.store import read_trials
+
+        promoted = promote(read_trials(args.trials), args.promote)
+        write_record(args.output, PromotionsRecord(
+            resolution=args.resolution, configs=[t.config for t in promoted],
+            trials=[t.number for t in promoted], val_errors=[t.val_error for t in promoted],
+            config_digest=digest(promotions_config(args.resolution, args.promote)),
+        ))
+        log.info("promoted to %d px: trials %s", args.resolution, [t.number for t in promoted])
     elif args.command == "evaluate-test":
         from iishpo.evaluation import evaluate_test
 

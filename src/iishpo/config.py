@@ -88,6 +88,9 @@ class Study:
     iis_budgets: tuple[int, ...]
     ranges: RangeExtraction
     max_failure_fraction: float
+    #: successive halving and Hyperband: each rung trains the best 1/eta of the one before
+    #: again (``conf/halving/default.yaml``)
+    eta: int
 
     def stages(self, strategy: str) -> list[tuple[int, int]]:
         """``(resolution, budget)`` of each stage of a run with this strategy."""
@@ -233,6 +236,7 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
         raise ConfigError(f"study.ladder resolutions must be >= 4 px, got {list(study.ladder)}")
     if study.budget < 1:
         raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
+    _halving(study)
     handing_on = [s for s in study.strategies if STRATEGIES[s].handoff is not None]
     if handing_on and len(study.ladder) < 2:
         raise ConfigError(
@@ -270,6 +274,30 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
             f"study.max_failure_fraction must be in [0, 1], got {study.max_failure_fraction}"
         )
     return study
+
+
+def _halving(study: Study) -> None:
+    """Successive halving and Hyperband need eta >= 2, two rungs, and a budget that leaves
+    one configuration in every last rung."""
+    halving = [s for s in study.strategies if STRATEGIES[s].smallest_budget is not None]
+    if not halving:
+        return
+    if study.eta < 2:
+        raise ConfigError(f"study.eta must be an integer >= 2 for {' and '.join(halving)}, got {study.eta}")
+    if len(study.ladder) < 2:
+        raise ConfigError(
+            f"the {' and '.join(halving)} strateg{'ies need' if len(halving) > 1 else 'y needs'} the rungs "
+            f"of a study.ladder of >= 2 resolutions, got {list(study.ladder)}: with one resolution "
+            "there is nothing to promote to"
+        )
+    for strategy in halving:
+        smallest = STRATEGIES[strategy].smallest_budget(study.eta, len(study.ladder))  # type: ignore[misc]
+        if study.budget < smallest:
+            raise ConfigError(
+                f"study.budget={study.budget} is too small for {strategy} with study.eta={study.eta} "
+                f"over a ladder of {len(study.ladder)} resolutions: the smallest budget that "
+                f"leaves one configuration in every last rung is {smallest}"
+            )
 
 
 def _trainer(raw: Any) -> Trainer:

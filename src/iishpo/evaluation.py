@@ -1,7 +1,8 @@
 """Score a run's best configuration on the held-out test set.
 
-The best configuration is the one with the lowest validation error in the run's last stage
-(the only stage at the target resolution, so its errors are comparable). It is retrained
+The best configuration is the one with the lowest validation error in the run's result
+stages (the last stage; for Hyperband every bracket's last rung: all at the target
+resolution, so their errors are comparable; a tie goes to the earlier stage). It is retrained
 on the training split, early-stopped on the validation split, and scored once on the test
 split with the data set's metric. With a fold protocol (STL-10) it is trained on each fold
 of the pool instead, validated on the rest of the pool, and the test scores are averaged.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +32,13 @@ from iishpo.training import evaluate, train
 log = logging.getLogger(__name__)
 
 
-def evaluate_test(settings: Settings, dataset: str, seed: int, trials_file: Path, data_file: Path, out_file: Path) -> EvaluationRecord:
-    trials = ranked(read_trials(trials_file))
+def evaluate_test(
+    settings: Settings, dataset: str, seed: int, trials_files: Sequence[Path], data_file: Path, out_file: Path
+) -> EvaluationRecord:
+    # sorted is stable: among equal errors the earlier stage's ranked first trial wins
+    trials = sorted((t for f in trials_files for t in ranked(read_trials(f))), key=lambda t: t.val_error)  # type: ignore[arg-type,return-value]
     if not trials:
-        raise ValueError(f"{trials_file}: no successful trial to evaluate on the test set")
+        raise ValueError(f"{', '.join(map(str, trials_files))}: no successful trial to evaluate on the test set")
     best = trials[0]
     torch.set_num_threads(settings.trainer.threads)
     device = device_for(settings.trainer.accelerator)

@@ -21,7 +21,8 @@ Each run is the Optuna study ``<study>/<dataset>/<optimizer>/<strategy>/seed<k>`
   with ``fail_cause`` and ``error``.
 * user attributes: ``stage``, ``resolution``, ``stage_trial`` (its number in the stage),
   ``epochs``, ``best_epoch``, ``wall_time``; ``test_score`` and ``test_metric`` on the
-  trial of the last stage that the run's ``test.json`` retrained.
+  trial of the last stage (Hyperband: of a bracket's last rung) that the run's ``test.json``
+  retrained.
 * the study's user attributes: the run, ``config_digest`` (of the configuration slices of
   all its jobs), ``git_commit``, ``git_dirty``, ``narrowed_ranges``, ``missing`` (its result
   files not there yet) and ``export_digest`` (of everything above).
@@ -71,6 +72,7 @@ from iishpo.layout import (
     StagePlan,
     digest,
     evaluation_config,
+    result_stages,
     runs,
     stage_config,
     stages,
@@ -255,7 +257,7 @@ def run_export(settings: Settings, layout: Layout, files: RunFiles) -> RunExport
     """The finished stages of a run as an Optuna study (the module doc says what goes where)."""
     trials: list[FrozenTrial] = []
     narrowed: dict[str, Any] = {}
-    last = len(stages(settings.study, files.run)) - 1
+    result = {plan.key.stage for plan in result_stages(settings.study, files.run)}
     for plan, _ in files.stages:
         declared = build_space(settings.space, plan.resolution)
         ranges = ranges_input(layout, plan)
@@ -263,7 +265,7 @@ def run_export(settings: Settings, layout: Layout, files: RunFiles) -> RunExport
             narrowed[str(plan.key.stage)] = ranges.ranges
         space = declared if ranges is None else ranges.space
         distributions = {p.name: distribution(p, declared[p.name]) for p in space.params}
-        test = files.test if plan.key.stage == last else None
+        test = files.test if plan.key.stage in result else None
         path = layout.trials(plan.key)
         for trial in read_trials(path):
             try:
@@ -296,7 +298,8 @@ def frozen_trial(
     }
     if not trial.ok:
         attrs |= {"fail_cause": failure_cause(trial.error or ""), "error": trial.error}
-    if test is not None and test.trial == trial.number:
+    # the number and the configuration: Hyperband's result stages each have a trial of that number
+    if test is not None and (test.trial, test.config) == (trial.number, trial.config):
         attrs |= {"test_score": test.test_score, "test_metric": test.metric}
     frozen = create_trial(
         state=TrialState.COMPLETE if trial.ok else TrialState.FAIL,

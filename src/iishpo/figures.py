@@ -286,13 +286,13 @@ def progress_figure(runs: Sequence[RunTrials], title: str, stem: Path, n_time_po
             mean, low, high = mean_band([best for _, best in progress])
             evaluations = np.arange(1, len(mean) + 1)
             style = STRATEGIES[strategy].line_style
-            row[0].plot(evaluations, mean, style, color=colours[optimizer], label=label, drawstyle="steps-post")
+            row[0].plot(evaluations, mean, linestyle=style, color=colours[optimizer], label=label, drawstyle="steps-post")
             row[0].fill_between(evaluations, low, high, color=colours[optimizer], alpha=0.15, step="post")
             end = max(times[-1] for times, _ in progress if times)
             grid = np.linspace(0.0, end, n_time_points)
             sampled = [on_time_grid(times, best, grid) for times, best in progress]
             mean, low, high = mean_band(sampled)
-            row[1].plot(grid / 60, mean, style, color=colours[optimizer], label=label, drawstyle="steps-post")
+            row[1].plot(grid / 60, mean, linestyle=style, color=colours[optimizer], label=label, drawstyle="steps-post")
             row[1].fill_between(grid / 60, low, high, color=colours[optimizer], alpha=0.15, step="post")
             for k, marks in enumerate(zip(*(r.boundaries() for r in members))):
                 first = k == 0

@@ -99,6 +99,23 @@ def stages(study: Study, run: RunKey) -> list[StagePlan]:
     ]
 
 
+def result_stages(study: Study, run: RunKey) -> list[StagePlan]:
+    """The stages whose trials the run's best configuration is chosen from (its strategy's
+    ``result_stages``: the last, or for Hyperband every bracket's last rung)."""
+    plans = stages(study, run)
+    return [plans[k] for k in STRATEGIES[run.strategy].result_stages(study.stages(run.strategy))]
+
+
+def promotion(study: Study, stage: StageKey) -> tuple[int, int]:
+    """The next stage's resolution, and how many of ``stage``'s configurations it trains
+    again: its whole budget when it climbs the ladder (the next rung), none when it starts
+    a new Hyperband bracket (at a resolution no larger than this one)."""
+    plans = study.stages(stage.strategy)
+    resolution, _ = plans[stage.stage]
+    next_resolution, next_budget = plans[stage.stage + 1]
+    return next_resolution, next_budget if next_resolution > resolution else 0
+
+
 def remaining_work(study: Study, run: RunKey, first_stage: int, test_trainings: int) -> float:
     """The training left in ``run`` from stage ``first_stage`` on (``len(stages)``: only
     its test retrainings), in evaluations at the study's last resolution, an evaluation's
@@ -305,6 +322,11 @@ def ranges_config(settings: Settings, next_resolution: int) -> dict[str, Any]:
         "space": settings.resolved["space"],
         "resolution": next_resolution,
     }
+
+
+def promotions_config(next_resolution: int, promote: int) -> dict[str, Any]:
+    """What a promotion reads besides the rung's trials: how many to promote, and where to."""
+    return {"resolution": next_resolution, "promote": promote}
 
 
 def evaluation_config(settings: Settings, dataset: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ cleanup of a failed job's outputs removes it); a restarted stage replays the jou
 a fresh optimizer and goes on where it stopped, so a resumed stage ends with the trials an
 uninterrupted one would have made (configurations, errors, status; not timings). The
 journal is named by the digest of everything that decides the stage's trials (its
-configuration slice and the bytes of its data and ranges files), so a stage whose inputs
+configuration slice and the bytes of its data and handoff files), so a stage whose inputs
 changed never resumes another configuration's trials, and changing them back resumes.
 
 Interruptions:
@@ -50,7 +50,7 @@ from typing import Self
 
 import torch
 
-from iishpo.artifacts import BestTrial, StageRecord, read_ranges, write_record
+from iishpo.artifacts import BestTrial, StageRecord, read_promotions, read_ranges, write_record
 from iishpo.batches import TrainingData
 from iishpo.config import Settings
 from iishpo.data.splits import load_splits
@@ -64,6 +64,7 @@ from iishpo.provenance import device_description, training_provenance
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import Config, SearchSpace, build_space
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic
+from iishpo.strategies import PROMOTIONS, STRATEGIES
 from iishpo.training import evaluate_trial
 
 log = logging.getLogger(__name__)
@@ -141,27 +142,39 @@ def training_seed(key: StageKey, number: int) -> int:
     return derive_seed(key.seed, Stream.TRAINING, key.stage, number)
 
 
-def start_space(settings: Settings, key: StageKey, ranges_file: Path | None) -> tuple[SearchSpace, list[Config]]:
-    resolution, _ = settings.study.stages(key.strategy)[key.stage]
-    if ranges_file is None:
+def start_space(settings: Settings, key: StageKey, handoff_file: Path | None) -> tuple[SearchSpace, list[Config]]:
+    """Where the stage searches and what its optimizer proposes first: the full space, or
+    the ranges the stage before narrowed (IIS), or the full space with the configurations
+    promoted from the rung before, which fill the stage's whole budget (successive halving:
+    the optimizer proposes exactly those and is told their losses; none promoted: a new
+    Hyperband bracket, the optimizer proposes)."""
+    resolution, budget = settings.study.stages(key.strategy)[key.stage]
+    if handoff_file is None:
         return build_space(settings.space, resolution), []
-    ranges = read_ranges(ranges_file)
+    if STRATEGIES[key.strategy].handoff == PROMOTIONS:
+        promotions = read_promotions(handoff_file)
+        if promotions.resolution != resolution:
+            raise ValueError(f"{handoff_file} is for {promotions.resolution} px, stage needs {resolution} px")
+        if promotions.configs and len(promotions.configs) != budget:
+            raise ValueError(f"{handoff_file} promotes {len(promotions.configs)} configurations, the stage's budget is {budget}")
+        return build_space(settings.space, resolution), promotions.configs
+    ranges = read_ranges(handoff_file)
     if ranges.space.resolution != resolution:
-        raise ValueError(f"{ranges_file} is for {ranges.space.resolution} px, stage needs {resolution} px")
+        raise ValueError(f"{handoff_file} is for {ranges.space.resolution} px, stage needs {resolution} px")
     return ranges.space, ranges.initial_points
 
 
-def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path) -> StageRecord:
+def run_stage(settings: Settings, key: StageKey, data_file: Path, handoff_file: Path | None, out_dir: Path) -> StageRecord:
     """Evaluate the stage's whole budget (resuming from its journal) and write its outputs.
 
     Raises :class:`StageFailed` when too many evaluations failed and
     :class:`StageInterrupted` on SIGINT/SIGTERM; either way the journal keeps every
     finished trial and no output is written.
     """
-    journal = journal_path(settings, key, data_file, ranges_file, out_dir)
+    journal = journal_path(settings, key, data_file, handoff_file, out_dir)
     with _Signals() as signals:
         try:
-            return _run(settings, key, data_file, ranges_file, out_dir, journal, signals)
+            return _run(settings, key, data_file, handoff_file, out_dir, journal, signals)
         except StageInterrupted as stop:
             done = journal.read_bytes().count(b"\n") if journal.exists() else 0
             log.warning(
@@ -172,14 +185,14 @@ def run_stage(settings: Settings, key: StageKey, data_file: Path, ranges_file: P
 
 
 def _run(
-    settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path,
+    settings: Settings, key: StageKey, data_file: Path, handoff_file: Path | None, out_dir: Path,
     journal: Path, signals: _Signals,
 ) -> StageRecord:
     study = settings.study
     stages = study.stages(key.strategy)
     resolution, budget = stages[key.stage]
     torch.set_num_threads(settings.trainer.threads)
-    space, initial = start_space(settings, key, ranges_file)
+    space, initial = start_space(settings, key, handoff_file)
     optimizer = create_optimizer(
         key.optimizer, space, budget=budget,
         seed=derive_seed(key.seed, Stream.OPTIMIZER, key.stage),
@@ -246,14 +259,15 @@ def _run(
 
 
 def journal_path(
-    settings: Settings, key: StageKey, data_file: Path, ranges_file: Path | None, out_dir: Path
+    settings: Settings, key: StageKey, data_file: Path, handoff_file: Path | None, out_dir: Path
 ) -> Path:
     """The stage's journal in ``out_dir``, named by the digest of what decides its trials."""
     inputs = {
         "stage": key.label(),
         "config": stage_config(settings, key),
         "data": _file_digest(data_file),
-        "ranges": _file_digest(ranges_file) if ranges_file is not None else None,
+        # the key keeps its first name, "ranges", so that existing journals keep theirs
+        "ranges": _file_digest(handoff_file) if handoff_file is not None else None,
     }
     return out_dir / JOURNALS.replace("*", digest(inputs))
 

@@ -7,10 +7,10 @@ file that a job of its own makes from the stage's trials, or nothing), whether t
 configuration is scored on the test set (Experiment 2, summarized) or the run feeds the
 importance analysis (Experiment 1), and how the summary and Fig. 5 show it.
 
-Successive halving would be one more entry: its stages the rungs of the ladder, each handing
-the next a ``Handoff("promotions.json", "--promotions")`` (the best 1/eta of the rung's
-configurations, written by a rule of its own and read by ``run-stage``). Hyperband is its
-brackets' rungs in sequence, a promotions file at a bracket's end saying "start afresh".
+Successive halving's stages are the rungs of the ladder, each handing the next its
+:data:`PROMOTIONS` (the best 1/eta of the rung's configurations, written by a rule of its
+own and read by ``run-stage``); Hyperband's are its brackets' rungs in sequence, the
+promotions file at a bracket's end empty, saying "start afresh" (:mod:`iishpo.halving`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from iishpo.halving import (
+    halving_rungs,
+    hyperband_brackets,
+    smallest_halving_budget,
+    smallest_hyperband_budget,
+)
 
 if TYPE_CHECKING:  # iishpo.config builds the study from this table
     from iishpo.config import Study
@@ -36,8 +43,21 @@ class Handoff:
 #: (rule ``extract_ranges``, :mod:`iishpo.ranges`)
 RANGES = Handoff("ranges.json", "--ranges")
 
+#: successive halving and Hyperband: the configurations the next rung trains again, or none
+#: (a new bracket: the optimizer proposes) (rule ``promote_configs``, :mod:`iishpo.halving`)
+PROMOTIONS = Handoff("promotions.json", "--promotions")
+
 #: the strategy every compared one is measured against, paired by seed
 BASELINE = "standard"
+
+
+def _last_stage(stages: list[tuple[int, int]]) -> list[int]:
+    return [len(stages) - 1]
+
+
+def _every_stage_at_largest(stages: list[tuple[int, int]]) -> list[int]:
+    largest = max(resolution for resolution, _ in stages)
+    return [k for k, (resolution, _) in enumerate(stages) if resolution == largest]
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,8 @@ class Strategy:
     #: the run's best configuration is retrained and scored on the test set and the summary
     #: reads the run (Experiment 2); otherwise the run feeds the importance analysis
     evaluated: bool
-    #: Fig. 5's line style for its runs
-    line_style: str
+    #: Fig. 5's line style for its runs (a Matplotlib linestyle)
+    line_style: str | tuple[int, tuple[int, ...]]
     #: the summary compares it with :data:`BASELINE` under this time-reduction label;
     #: ``None``: not compared
     reduction_label: str | None = None
@@ -62,6 +82,12 @@ class Strategy:
     uses_iis_budgets: bool = False
     #: what the summary adds to the description of its stages
     note: str = ""
+    #: the stages (indices into its ``stages``) whose trials the run's best configuration is
+    #: chosen from, for the test evaluation and the summary's best validation error
+    result_stages: Callable[[list[tuple[int, int]]], list[int]] = _last_stage
+    #: it halves (uses ``study.eta``): the fewest evaluations its stages need, from eta and
+    #: the number of ladder resolutions; checked at load
+    smallest_budget: Callable[[int, int], int] | None = None
 
     @property
     def compared(self) -> bool:
@@ -93,6 +119,19 @@ def _whole_budget_at_every_resolution(study: Study) -> list[tuple[int, int]]:
     return [(resolution, study.budget) for resolution in study.ladder]
 
 
+def _halving_rungs(study: Study) -> list[tuple[int, int]]:
+    return list(zip(study.ladder, halving_rungs(study.budget, study.eta, len(study.ladder)), strict=True))
+
+
+def _hyperband_rungs(study: Study) -> list[tuple[int, int]]:
+    brackets = hyperband_brackets(study.budget, study.eta, len(study.ladder))
+    return [
+        (resolution, n)
+        for first, bracket in enumerate(brackets)
+        for resolution, n in zip(study.ladder[first:], bracket, strict=True)
+    ]
+
+
 #: by name, in the order of the summary's comparisons
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
@@ -110,6 +149,20 @@ STRATEGIES: dict[str, Strategy] = {
             "narrowing", _iis_budgets_at_largest, handoff=RANGES, evaluated=True, line_style=":",
             reduction_label="time reduction (narrowing)", uses_iis_budgets=True,
             note="IIS's stages and ranges",
+        ),
+        # successive halving (Jamieson & Talwalkar 2016) with the ladder as its rungs: the
+        # best 1/eta of each rung trained again at the next resolution
+        Strategy(
+            "halving", _halving_rungs, handoff=PROMOTIONS, evaluated=True, line_style=(0, (5, 1)),
+            reduction_label="time reduction (halving)", note="rungs of successive halving",
+            smallest_budget=smallest_halving_budget,
+        ),
+        # Hyperband (Li et al. 2018): brackets of successive halving starting at each rung;
+        # the result is the best configuration of every bracket's last (largest) rung
+        Strategy(
+            "hyperband", _hyperband_rungs, handoff=PROMOTIONS, evaluated=True, line_style=(0, (3, 1, 1, 1, 1, 1)),
+            reduction_label="time reduction (hyperband)", note="Hyperband's brackets, rung by rung",
+            result_stages=_every_stage_at_largest, smallest_budget=smallest_hyperband_budget,
         ),
         # the paper's Experiment 1: the whole budget at every resolution, each from the full
         # space, for hyperparameter importance per resolution

@@ -37,6 +37,7 @@ from iishpo.layout import (
     digest,
     evaluated_runs,
     evaluation_config,
+    result_stages,
     stage_config,
     stages,
 )
@@ -88,9 +89,11 @@ def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
     """One run's numbers from its stage, trial and test files."""
     wall, progress, n_failed, evaluations = 0.0, [], 0, 0
     stage_trials = []
+    result = {plan.key.stage for plan in result_stages(settings.study, run)}
+    best_result = float("inf")  # the best validation error of the stages the result is chosen from
     for plan in stages(settings.study, run):
         record = read_stage(layout.stage_record(plan.key))
-        best = float("inf")
+        best = float("inf")  # within the stage: errors at different resolutions do not compare
         trials = read_trials(layout.trials(plan.key))
         stage_trials.append(tuple(trials))
         for t in trials:
@@ -100,12 +103,14 @@ def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
             progress.append((evaluations, wall + t.elapsed, best))
         wall += record.wall_time
         n_failed += record.n_failed
-    if best == float("inf"):
-        raise ValueError(f"{layout.trials(plan.key)}: the last stage of {run} has no successful trial")
+        if plan.key.stage in result:
+            best_result = min(best_result, best)
+    if best_result == float("inf"):
+        raise ValueError(f"{layout.trials(plan.key)}: the result stages of {run} have no successful trial")
     test = read_evaluation(layout.test(run))
     return RunResult(
         run.dataset, run.optimizer, run.strategy, run.seed, wall, evaluations, n_failed,
-        best, test.test_score, test.metric, progress,
+        best_result, test.test_score, test.metric, progress,
         figures.RunTrials(run.optimizer, run.strategy, run.seed, tuple(stage_trials)),
     )
 

@@ -216,6 +216,17 @@ class OptimizerContract:
             assert_in_space(config, space)
         assert all(same(p, c) for p, c in zip(points, proposals, strict=False))
 
+    @pytest.mark.parametrize("promoted", [1, 3])
+    def test_a_promoted_rung_evaluates_exactly_the_promoted_configurations(self, subject: Subject, promoted: int) -> None:
+        # successive halving's later rungs: the promoted configurations fill the budget, so
+        # the optimizer proposes them, in order, and is told their losses (no model of its own)
+        space = space_at(32)
+        rng = random.Random(7)
+        points = [space.sample(rng) for _ in range(promoted)]
+        proposals = [c for c, _ in subject.run(space, budget=promoted, seed=3, initial_points=points)]
+        assert len(proposals) == promoted
+        assert all(same(p, c) for p, c in zip(points, proposals, strict=True))
+
     def test_space_of_two_configurations(self, subject: Subject) -> None:
         # more trials than configurations: SMAC runs out of new ones, the GA of novel children
         space = space_at(16)

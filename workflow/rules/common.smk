@@ -10,10 +10,11 @@ from snakemake.exceptions import WorkflowError
 from iishpo.config import ConfigError, load_settings, overrides_from_mapping
 from iishpo.resources import evaluation_runtime, training_mem_mb, training_runtime
 from iishpo.layout import (
-    Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, ranges_config,
-    remaining_work, runs, stage_config, stages, summary_config,
+    Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, promotion,
+    promotions_config, ranges_config, remaining_work, result_stages, runs, stage_config, stages,
+    summary_config,
 )
-from iishpo.strategies import RANGES, STRATEGIES
+from iishpo.strategies import PROMOTIONS, RANGES, STRATEGIES
 
 OVERRIDES = overrides_from_mapping(config)
 # conf/ sits next to the Snakefile that was started (./Snakefile or workflow/Snakefile).
@@ -106,8 +107,14 @@ def next_resolution(wildcards):
     return stage_plan(key.run.stage(key.stage + 1)).resolution
 
 
-def last_stage_trials(wildcards):
-    return str(LAYOUT.trials(stages(STUDY, run_key(wildcards))[-1].key))
+def promotion_of(wildcards):
+    """(next resolution, how many to promote) after a stage of successive halving or Hyperband."""
+    return promotion(STUDY, stage_key(wildcards))
+
+
+def result_trials(wildcards):
+    """The trials the run's best configuration is chosen from (its strategy's result stages)."""
+    return [str(LAYOUT.trials(plan.key)) for plan in result_stages(STUDY, run_key(wildcards))]
 
 
 # What each job asks of the machine or cluster (conf/resources; src/iishpo/resources.py).
@@ -135,7 +142,7 @@ def stage_priority(wildcards):
     return remaining_work(STUDY, key.run, key.stage, SETTINGS.evaluation.repeats)
 
 
-def ranges_priority(wildcards):
+def handoff_priority(wildcards):
     key = stage_key(wildcards)
     return remaining_work(STUDY, key.run, key.stage + 1, SETTINGS.evaluation.repeats)
 

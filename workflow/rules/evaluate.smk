@@ -4,7 +4,7 @@
 
 rule evaluate_test:
     input:
-        trials=last_stage_trials,
+        trials=result_trials,
         data=lambda wc: prepared_file(wc.dataset, STUDY.ladder[-1]),
     output:
         test=f"{RUN}/test.json",

@@ -1,5 +1,6 @@
-# Optimization: one job per stage (one process runs all of its evaluations), and range
-# extraction between the stages of the strategies that hand ranges on (IIS, narrowing).
+# Optimization: one job per stage (one process runs all of its evaluations), range
+# extraction between the stages of the strategies that hand ranges on (IIS, narrowing), and
+# promotion between the rungs of successive halving and Hyperband.
 
 
 rule run_stage:
@@ -43,7 +44,7 @@ rule extract_ranges:
         overrides=OVERRIDE_ARGS,
     log:
         f"{STAGE}/extract_ranges.log",
-    priority: ranges_priority
+    priority: handoff_priority
     threads: LIGHT.threads
     resources:
         mem_mb=LIGHT.mem_mb,
@@ -51,3 +52,28 @@ rule extract_ranges:
     shell:
         "{params.iishpo} extract-ranges --trials {input.trials} --resolution {params.resolution} "
         "--output {output.ranges} {params.overrides} 2> {log}"
+
+
+rule promote_configs:
+    input:
+        trials=rules.run_stage.output.trials,
+    output:
+        promotions=f"{STAGE}/{PROMOTIONS.file}",
+    wildcard_constraints:
+        strategy=handing_on(PROMOTIONS),
+    params:
+        config=lambda wc: digest(promotions_config(*promotion_of(wc))),
+        resolution=lambda wc: promotion_of(wc)[0],
+        promote=lambda wc: promotion_of(wc)[1],
+        iishpo=IISHPO,
+        overrides=OVERRIDE_ARGS,
+    log:
+        f"{STAGE}/promote_configs.log",
+    priority: handoff_priority
+    threads: LIGHT.threads
+    resources:
+        mem_mb=LIGHT.mem_mb,
+        runtime=LIGHT.runtime,
+    shell:
+        "{params.iishpo} promote-configs --trials {input.trials} --resolution {params.resolution} "
+        "--promote {params.promote} --output {output.promotions} {params.overrides} 2> {log}"
