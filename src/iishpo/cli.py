@@ -120,6 +120,27 @@ def check_optimizers(settings: Settings) -> None:
             ) from err
 
 
+#: what to do about a failed data job, after its one-line message
+DATA_HINT = ("fix or remove that file (or the data set's settings, datasets.{name} in conf/dataset/), "
+             "then run again; finished downloads are kept, the traceback is above")
+
+
+def _data_job(args: argparse.Namespace, settings: Settings) -> None:
+    """``fetch`` or ``prepare`` one data set."""
+    if args.command == "fetch":
+        from iishpo.data.sources import fetch
+
+        fetch(settings.datasets[args.dataset], args.raw_dir)
+        return
+    from iishpo.data.prepare import prepare_dataset
+
+    outputs = {}
+    for item in args.output:
+        resolution, _, path = item.partition("=")
+        outputs[int(resolution)] = Path(path)
+    prepare_dataset(args.dataset, settings.datasets[args.dataset], args.raw_dir, outputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -142,18 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             {**asdict(run), "stages": [[plan.resolution, plan.budget] for plan in stages(study, run)]}
             for run in runs(study)
         ]}, indent=1))
-    elif args.command == "fetch":
-        from iishpo.data.sources import fetch
-
-        fetch(settings.datasets[args.dataset], args.raw_dir)
-    elif args.command == "prepare":
-        from iishpo.data.prepare import prepare_dataset
-
-        outputs = {}
-        for item in args.output:
-            resolution, _, path = item.partition("=")
-            outputs[int(resolution)] = Path(path)
-        prepare_dataset(args.dataset, settings.datasets[args.dataset], args.raw_dir, outputs)
+    elif args.command in ("fetch", "prepare"):
+        try:
+            _data_job(args, settings)
+        except (ValueError, OSError) as err:  # the data modules' errors name the file at fault
+            log.exception("%s of data set %r failed", args.command, args.dataset)  # into the job's log
+            print(f"iishpo: {args.command} {args.dataset}: {err} -- {DATA_HINT.format(name=args.dataset)}",
+                  file=sys.stderr)
+            return 1
     elif args.command == "run-stage":
         from iishpo.stage import StageKey, run_stage
 
