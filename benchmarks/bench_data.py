@@ -7,6 +7,7 @@ Shared by ``resolution_curve.py`` and ``learning_curves.py``; not a benchmark it
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,21 @@ def prepare_flowers(
     paths = {r: work / f"flowers102-{r}.npz" for r in resolutions}
     prepare_dataset("flowers102", cfg, work / "flowers102", paths)
     return paths, cfg
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the benchmarks' data: images per class of the built-in set,
+    and which 102 Flowers classes from which mirror."""
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        nargs=2,
+        metavar=("TRAIN", "VAL"),
+        help="built-in set: images per class (default: conf/dataset/synthetic.yaml)",
+    )
+    parser.add_argument("--flowers-classes", type=int, help="102 Flowers: only the first N classes")
+    parser.add_argument(
+        "--flowers-mirror",
+        default=None,
+        help="directory of the 64 px mirror (default: the flowers-cpu study's)",
+    )

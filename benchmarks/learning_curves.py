@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_data import REPO, prepare_flowers, prepare_synthetic, subset
+from bench_data import REPO, add_data_arguments, prepare_flowers, prepare_synthetic, subset
 
 from iishpo.batches import TrainingData
 from iishpo.classifier import Classifier
@@ -192,19 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), help="which to train"
     )
     parser.add_argument("--max-epochs", type=int, help="default 60 (--tiny: 8)")
-    parser.add_argument(
-        "--per-class",
-        type=int,
-        nargs=2,
-        metavar=("TRAIN", "VAL"),
-        help="built-in set: images per class (default: conf/dataset/synthetic.yaml)",
-    )
-    parser.add_argument("--flowers-classes", type=int, help="102 Flowers: only the first N classes")
-    parser.add_argument(
-        "--flowers-mirror",
-        default=None,
-        help="directory of the 64 px mirror (default: the flowers-cpu study's)",
-    )
+    add_data_arguments(parser)
     parser.add_argument(
         "--tiny",
         action="store_true",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_data import REPO, prepare_flowers, prepare_synthetic, subset
+from bench_data import REPO, add_data_arguments, prepare_flowers, prepare_synthetic, subset
 
 from iishpo.batches import TrainingData
 from iishpo.config import Trainer, load_settings
@@ -79,19 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "--flowers", type=int, nargs="*", default=[16, 32, 64], help="resolutions (px)"
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument(
-        "--per-class",
-        type=int,
-        nargs=2,
-        metavar=("TRAIN", "VAL"),
-        help="built-in set: images per class (default: conf/dataset/synthetic.yaml)",
-    )
-    parser.add_argument("--flowers-classes", type=int, help="102 Flowers: only the first N classes")
-    parser.add_argument(
-        "--flowers-mirror",
-        default=None,
-        help="directory of the 64 px mirror (default: the flowers-cpu study's)",
-    )
+    add_data_arguments(parser)
     parser.add_argument("--max-epochs", type=int, help="default: the default study's trainer")
     parser.add_argument(
         "--tiny",
