@@ -13,7 +13,7 @@ from helpers import TINY, compose
 from iishpo.batches import TrainingData
 from iishpo.classifier import Classifier
 from iishpo.training import evaluate_trial, train
-from test_training import CONFIG, CPU, PixelIsPrediction, brightness_splits
+from tiny_training import CONFIG, CPU, PixelIsPrediction, brightness_splits
 
 #: scripted validation errors, one per epoch
 ERRORS = [0.5, 0.4, 0.4, 0.45, 0.3, 0.35, 0.35, 0.35, 0.2, 0.1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from scipy import stats
 
 from iishpo.comparison import compare_paired
 
@@ -52,16 +53,37 @@ def test_fewer_than_three_seeds_gives_no_test(n: int) -> None:
     assert result.p_ttest is None and result.ci_low is None and result.beyond_noise is None
     assert result.std is None and result.p_wilcoxon is None and result.ci_high is None
     assert result.metric == "test_score" and result.seeds == tuple(range(n))
-    assert result.verdict().startswith(f"iis minus standard, test_score: mean +{[0.5, 0.6][n - 1]:.4g} over {n} seed")
-    assert result.verdict().endswith("fewer than 3 seeds, so no interval or test is possible")
+    assert result.differences == pytest.approx([0.5, 0.7][:n])
+    mean, seeds = ("+0.5", "1 seed") if n == 1 else ("+0.6", "2 seeds")
+    assert result.verdict() == (
+        f"iis minus standard, test_score: mean {mean} over {seeds}; fewer than 3 seeds, "
+        "so no interval or test is possible"
+    )
 
 
 def test_identical_differences() -> None:
+    """No spread: no difference is certainly none (p = 1), any other certainly one (p = 0).
+    Signed ranks of three positive differences: 1 of the 2**3 sign patterns is as extreme
+    on either side, p = 2/8."""
     zero = compare_paired("m", "a", "b", pairs_from([0.0, 0.0, 0.0]))
     assert zero.beyond_noise is False and zero.p_wilcoxon is None and zero.metric == "m"
-    assert "Wilcoxon p=n/a" in zero.verdict() and zero.std == 0.0
+    assert zero.differences == (0.0, 0.0, 0.0) and zero.p_ttest == 1.0 and zero.std == 0.0
+    assert zero.verdict() == (
+        "a minus b, m: mean +0 (95% CI +0 .. +0; paired t-test p=1, Wilcoxon p=n/a; n=3): within seed noise"
+    )
     shift = compare_paired("m", "a", "b", pairs_from([1.0, 1.0, 1.0]))
     assert shift.beyond_noise is True and shift.ci_low == shift.ci_high == 1.0
+    assert shift.p_ttest == 0.0 and shift.p_wilcoxon == pytest.approx(2 / 8)
+
+
+def test_a_spread_of_exactly_one_is_a_spread() -> None:
+    """Differences 1, 2, 3: mean 2, sd exactly 1; t(0.975, 2) = 4.302653 from the tables,
+    so 2 -/+ 4.302653 / sqrt(3); t = 2 sqrt(3) on 2 df, whose two-sided p is
+    1 - t / sqrt(2 + t**2) = 1 - sqrt(12/14)."""
+    result = compare_paired("m", "a", "b", pairs_from([1.0, 2.0, 3.0]))
+    assert result.std == 1.0
+    assert (result.ci_low, result.ci_high) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-6)
+    assert result.p_ttest == pytest.approx(1 - (12 / 14) ** 0.5)
 
 
 def test_bad_input() -> None:
@@ -69,3 +91,29 @@ def test_bad_input() -> None:
         compare_paired("m", "a", "b", {})
     with pytest.raises(ValueError, match="non-finite"):
         compare_paired("m", "a", "b", {0: (float("nan"), 1.0), 1: (1.0, 1.0), 2: (1.0, 1.0)})
+
+
+def test_differences_pair_each_seed_with_its_own_baseline() -> None:
+    """A baseline out of seed order (and a mapping out of seed order): sorting either side
+    before subtracting would pair one seed's strategy with another seed's baseline.
+    Differences by hand 2, -1, 4, 3, 5: mean 2.6, squared deviations sum to 21.2, so the
+    sample variance is 5.3; the paired t-test and the t quantile from scipy on the raw
+    values; signed ranks by hand: only rank 1 is negative, and 2 of the 2**5 sign patterns
+    have a negative rank sum of at most 1, two-sided p = 2 * 2/32."""
+    baseline = {0: 9.0, 1: 3.0, 2: 7.0, 3: 1.0, 4: 5.0}
+    strategy = {0: 11.0, 1: 2.0, 2: 11.0, 3: 4.0, 4: 10.0}
+    pairs = {seed: (strategy[seed], baseline[seed]) for seed in (3, 0, 4, 1, 2)}
+    result = compare_paired("m", "a", "b", pairs)
+    assert result.seeds == (0, 1, 2, 3, 4)
+    assert result.differences == (2.0, -1.0, 4.0, 3.0, 5.0)
+    assert result.mean == pytest.approx(2.6)
+    assert result.std == pytest.approx(5.3**0.5)
+    half = stats.t.ppf(0.975, 4) * (5.3 / 5) ** 0.5
+    assert (result.ci_low, result.ci_high) == pytest.approx((2.6 - half, 2.6 + half))
+    expected_p = stats.ttest_rel([strategy[s] for s in range(5)], [baseline[s] for s in range(5)]).pvalue
+    assert result.p_ttest == pytest.approx(expected_p)
+    assert result.p_wilcoxon == pytest.approx(4 / 32)
+    assert result.verdict() == (
+        "a minus b, m: mean +2.6 (95% CI -0.2585 .. +5.459; paired t-test p=0.065, Wilcoxon "
+        "p=0.125; n=5): within seed noise"
+    )

@@ -20,7 +20,7 @@ import pytest
 
 from helpers import REPO, journal_in
 from iishpo.store import read_trials
-from test_workflow import planned_jobs, snakemake
+from workflow_runs import planned_jobs, snakemake
 
 pytestmark = pytest.mark.slurm
 

@@ -22,28 +22,11 @@ from helpers import CONF, REPO, TINY, compose
 from iishpo import training
 from iishpo.batches import Batches, EpochLoader, TensorSplit, TrainingData
 from iishpo.classifier import Classifier
-from iishpo.data.splits import ImageSplits
 from iishpo.failures import Diverged, TrialFailed
 from iishpo.model import build_cnn
 from iishpo.runtime import EXPECTED_WARNINGS, KERNEL_CACHES, QUIET_LOGGERS
 from iishpo.training import evaluate, train
-
-CONFIG = {
-    "learning_rate": 0.05, "batch_size": 16, "l1": 0.0, "l2": 0.0, "filter_size": 3,
-    "n_conv": 2, "n_fc": 1, "conv_filters_0": 4, "conv_filters_1": 6, "fc_units_0": 8,
-}
-CPU = torch.device("cpu")
-
-
-def brightness_splits(seed: int = 0) -> ImageSplits:
-    """Two classes told apart by brightness (learnable in an epoch or two), 8 px, grey."""
-    rng = np.random.default_rng(seed)
-    x, y = {}, {}
-    for split, n in (("train", 48), ("val", 24), ("test", 24)):
-        y[split] = np.arange(n) % 2
-        x[split] = (rng.uniform(0, 80, (n, 8, 8, 1)) + 150 * y[split][:, None, None, None]).astype(np.uint8)
-    return ImageSplits(x, y, ["dark", "bright"])
-
+from tiny_training import CONFIG, CPU, PixelIsPrediction, brightness_splits
 
 # -- the loss ---------------------------------------------------------------------------
 
@@ -266,17 +249,6 @@ def test_the_trainer_uses_one_device_of_its_kind_deterministic_on_a_cpu(monkeypa
 
 
 # -- test metrics -----------------------------------------------------------------------
-
-
-class PixelIsPrediction(nn.Module):
-    """A fixed 'network' whose prediction is the value of an image's single pixel."""
-
-    def __init__(self, n_classes: int) -> None:
-        super().__init__()
-        self.n_classes = n_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.one_hot(x[:, 0, 0, 0].round().long(), self.n_classes).float()
 
 
 @pytest.mark.parametrize(("metric", "by_hand"), [("accuracy", 7 / 10), ("mean_class_accuracy", (1 + 1 / 3 + 0) / 3)])

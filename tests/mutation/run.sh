@@ -6,12 +6,13 @@
 #
 #   tests/mutation/run.sh MODULE [MUTANT_NAME ...]
 #
-# MODULE is one of ranges, evidence, model, space, training, evaluation, summary. Show a
+# MODULE is one of ranges, evidence, model, space, training, evaluation, summary, comparison,
+# importance, stage, optimizers. Show a
 # mutant's diff with `(cd mutants/MODULE && ../../.venv/bin/mutmut show NAME)`.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation|summary)"}
+module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation|summary|comparison|importance|stage|optimizers)"}
 shift
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 
@@ -31,7 +32,16 @@ case $module in
     export OMP_NUM_THREADS=1 ;;
   evaluation) mutate=(evaluation.py); tests=(tests/test_evaluation.py) ;;
   summary) mutate=(summary.py); tests=(tests/test_summary.py) ;;
-  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary" >&2
+  comparison) mutate=(comparison.py); tests=(tests/test_comparison.py) ;;
+  # Its real trial stores are trained in the process mutmut forks from: one torch thread,
+  # as for training.
+  importance) mutate=(importance.py); tests=(tests/test_importance.py)
+    export OMP_NUM_THREADS=1 ;;
+  # test_stage.py trains stand-ins; test_halving.py's promoted stage trains for real, in
+  # the process mutmut forks from: one torch thread, as for training.
+  stage) mutate=(stage.py); tests=(tests/test_stage.py tests/test_seeds.py tests/test_halving.py)
+    export OMP_NUM_THREADS=1 ;;
+  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary, comparison, importance, stage, optimizers" >&2
      exit 2 ;;
 esac
 
