@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 from typing import Any, get_args
@@ -19,8 +20,9 @@ from iishpo.config import (
     load_settings,
     overrides_from_mapping,
 )
-from iishpo.optimizers import GROUP, locate, optimizer_names, settings_values
+from iishpo.optimizers import GROUP, build_settings, locate, optimizer_names, settings_values
 from iishpo.optimizers.settings import RandomSettings, TPESettings
+from iishpo.typed import SettingsError
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
 
@@ -144,6 +146,7 @@ def test_the_precisions_allowed_are_lightnings() -> None:
         (["optimizers.tpe.gamma=7"], "optimizers.tpe: gamma must be in (0, 1), got 7"),
         (["optimizers.tpe.min_startup=three"], "optimizers.tpe.min_startup must be an integer"),
         (["+optimizers.tpe.gama=0.3"], "optimizers.tpe: unknown keys ['gama']"),
+        (["optimizers.tpe=3"], "optimizers.tpe must be a mapping of settings, got 3"),
         (["+optimizers.random.seed=3"], "optimizers.random: unknown keys ['seed']"),
         (["optimizers.smac.initial_fraction=2"], "optimizers.smac: initial_fraction must be in [0, 1]"),
         (["optimizers.smac.retrain_after=0"], "optimizers.smac: retrain_after must be >= 1"),
@@ -168,6 +171,56 @@ def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str]
     with pytest.raises(ConfigError) as err:
         compose(*overrides)
     assert message in str(err.value)
+
+
+def shipped_with(name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """``conf/optimizer/<name>.yaml`` with ``changes``, as the configuration reads it."""
+    return {**yaml.safe_load((CONF / GROUP / f"{name}.yaml").read_text()), **changes}
+
+
+@pytest.mark.parametrize(("name", "changes"), [
+    ("tpe", {"startup_fraction": 0.0, "min_startup": 1, "n_ei_candidates": 1, "max_history": 50}),
+    ("tpe", {"startup_fraction": 1.0}),
+    ("ga", {"population_fraction": 1e-9, "min_population": 2, "max_population": 2, "n_elite": 0, "tournament_size": 1,
+            "crossover_prob": 0.0, "gene_swap_prob": 0.0, "gene_mutation_prob": 0.0, "mutation_sigma": 1e-9}),
+    ("ga", {"crossover_prob": 1.0, "gene_swap_prob": 1.0, "gene_mutation_prob": 1.0}),
+    ("smac", {"initial_fraction": 0.0, "min_initial": 1, "retrain_after": 1, "retrain_scale": 1, "max_history": 2,
+              "random_probability": 0.0, "challengers": 1, "local_search_iterations": 1}),
+    ("smac", {"initial_fraction": 1.0, "random_probability": 1.0}),
+])
+def test_optimizer_settings_take_the_values_at_their_limits(name: str, changes: dict[str, Any]) -> None:
+    settings = build_settings(name, shipped_with(name, changes))
+    assert {key: getattr(settings, key) for key in changes} == changes
+
+
+@pytest.mark.parametrize(("name", "changes", "message"), [
+    ("tpe", {"startup_fraction": -0.5}, "startup_fraction must be in [0, 1], got -0.5"),
+    ("tpe", {"startup_fraction": 1.5}, "startup_fraction must be in [0, 1], got 1.5"),
+    ("tpe", {"min_startup": 0}, "min_startup must be >= 1, got 0"),
+    ("tpe", {"gamma": 0.0}, "gamma must be in (0, 1), got 0.0"),
+    ("tpe", {"gamma": 1.0}, "gamma must be in (0, 1), got 1.0"),
+    ("tpe", {"n_ei_candidates": 0}, "n_ei_candidates must be >= 1, got 0"),
+    ("ga", {"population_fraction": 0.0}, "population_fraction must be > 0, got 0.0"),
+    ("ga", {"min_population": 1}, "need 2 <= min_population <= max_population, got 1 and 30"),
+    ("ga", {"min_population": 31}, "need 2 <= min_population <= max_population, got 31 and 30"),
+    ("ga", {"n_elite": -1}, "n_elite must be >= 0, got -1"),
+    ("ga", {"tournament_size": 0}, "tournament_size must be >= 1, got 0"),
+    ("ga", {"gene_swap_prob": -0.5}, "gene_swap_prob must be in [0, 1], got -0.5"),
+    ("ga", {"crossover_prob": 1.5}, "crossover_prob must be in [0, 1], got 1.5"),
+    ("ga", {"mutation_sigma": 0.0}, "mutation_sigma must be > 0, got 0.0"),
+    ("smac", {"initial_fraction": -0.5}, "initial_fraction must be in [0, 1], got -0.5"),
+    ("smac", {"min_initial": 0}, "min_initial must be >= 1, got 0"),
+    ("smac", {"max_history": 1}, "max_history must be >= 2 (the best half of the trials, the most recent half), got 1"),
+    ("smac", {"random_probability": -0.5}, "random_probability must be in [0, 1], got -0.5"),
+    ("smac", {"random_probability": 1.5}, "random_probability must be in [0, 1], got 1.5"),
+    ("smac", {"challengers": 0}, "challengers must be >= 1, got 0"),
+    ("smac", {"local_search_iterations": 0}, "local_search_iterations must be >= 1, got 0"),
+])
+def test_optimizer_settings_refuse_values_beyond_their_limits(name: str, changes: dict[str, Any], message: str) -> None:
+    """A value beyond each limit, refused with the whole message (through the loaded
+    configuration, above: the same check)."""
+    with pytest.raises(SettingsError, match=f"^{re.escape(f'optimizers.{name}: {message}')}$"):
+        build_settings(name, shipped_with(name, changes))
 
 
 #: where the messages say the names that code reads are declared, and what they are

@@ -26,11 +26,19 @@ import torch
 
 from helpers import TINY, compose, journal_in
 from iishpo import stage as stage_module
-from iishpo.artifacts import BestTrial, PromotionsRecord, RangesRecord, read_stage, write_record
+from iishpo.artifacts import (
+    BestTrial,
+    PromotionsRecord,
+    RangesRecord,
+    read_ranges,
+    read_stage,
+    write_record,
+)
 from iishpo.config import Settings
 from iishpo.data.splits import ImageSplits, save_splits
 from iishpo.failures import Diverged, TrialFailed
 from iishpo.layout import stage_config
+from iishpo.optimizers import create_optimizer
 from iishpo.ranges import describe
 from iishpo.seeds import Stream, derive_seed
 from iishpo.space import SearchSpace, build_space
@@ -51,8 +59,11 @@ RESOLUTION = 32
 #: the smoke study's standard stage: 4 evaluations at 32 px, at most 2 failures (0.5 x 4)
 KEY = StageKey("synthetic", "random", "standard", 0, 0)
 LABEL = "synthetic/random/standard/seed0/stage0"
-#: seconds of the fake clock one stand-in training takes, and the wall time it reports
-TRAINING, WALL = 2.0, 1.5
+#: seconds of the fake clock one stand-in training takes, and the wall time it reports:
+#: more decimals than the 4 a trial records
+TRAINING, WALL = 0.123456, 0.0123456
+#: the elapsed time after each of the first four trainings, rounded to 4 decimals
+ELAPSED = [0.1235, 0.2469, 0.3704, 0.4938]
 OPTIMIZERS = ["random", "tpe", "ga", "smac"]
 
 
@@ -83,6 +94,7 @@ class StandIn:
                  fail: dict[int, BaseException | signal.Signals] | None = None) -> None:
         self.now = 100.0
         self.trained: list[int] = []  # evaluation numbers, in order
+        self.given: list[tuple[Any, Any]] = []  # the data and the trainer settings of each
         self.fail = fail or {}
         self._number = {derive_seed(key.seed, Stream.TRAINING, key.stage, n): n for n in range(20)}
         monkeypatch.setattr(stage_module, "evaluate_trial", self.train)
@@ -91,6 +103,7 @@ class StandIn:
     def train(self, config: dict[str, Any], data: Any, settings: Any, seed: int) -> tuple[TrainResult, float]:
         number = self._number[seed]
         self.trained.append(number)
+        self.given.append((data, settings))
         self.now += TRAINING
         failure = self.fail.get(number)
         if isinstance(failure, signal.Signals):
@@ -173,15 +186,27 @@ INITIAL = [
 def test_a_stage_with_ranges_starts_from_their_initial_points_inside_their_space(
     optimizer: str, data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The first proposals are the initial points, every one lies in the narrowed space,
+    and each is what the optimizer, seeded for the stage and given the ranges, proposes
+    when told the same losses."""
     settings = compose(*TINY, "study.budget=7", "study.iis_budgets=[2,5]")
     key = StageKey("synthetic", optimizer, "iis", 0, 1)
     assert settings.study.stages("iis")[1] == (RESOLUTION, 5)
     StandIn(monkeypatch, key)
-    run_stage(settings, key, data_file, narrowed_ranges(tmp_path / "ranges.json", settings, RESOLUTION, INITIAL), tmp_path / "out")
-    configs = [t.config for t in read_trials(tmp_path / "out" / TRIALS)]
+    ranges = narrowed_ranges(tmp_path / "ranges.json", settings, RESOLUTION, INITIAL)
+    run_stage(settings, key, data_file, ranges, tmp_path / "out")
+    trials = read_trials(tmp_path / "out" / TRIALS)
+    configs = [t.config for t in trials]
     assert len(configs) == 5
     assert configs[: len(INITIAL)] == INITIAL
     assert all(1e-3 <= c["learning_rate"] <= 2e-3 for c in configs), configs
+    alone = create_optimizer(
+        optimizer, read_ranges(ranges).space, budget=5, seed=derive_seed(0, Stream.OPTIMIZER, 1),
+        initial_points=INITIAL, settings=settings.optimizers[optimizer],
+    )
+    for trial in trials:
+        assert alone.ask() == trial.config
+        alone.tell(trial.config, trial.loss)
 
 
 def test_ranges_for_another_resolution_are_refused(data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,8 +245,8 @@ def test_a_stage_records_every_evaluation_its_failures_and_its_summary(
     settings = compose(*TINY)
     stand_in = StandIn(monkeypatch, fail={0: TrialFailed("no usable model"), 2: RuntimeError("a bug")})
     told = told_losses(monkeypatch)
-    released: list[torch.device] = []
-    monkeypatch.setattr(stage_module, "release_memory", released.append)
+    released: list[tuple[torch.device, int]] = []  # and the evaluation it followed
+    monkeypatch.setattr(stage_module, "release_memory", lambda device: released.append((device, stand_in.trained[-1])))
     out = tmp_path / "out"
     before = datetime.now(UTC).replace(microsecond=0)
 
@@ -233,42 +258,61 @@ def test_a_stage_records_every_evaluation_its_failures_and_its_summary(
     seeds = [derive_seed(0, Stream.TRAINING, 0, n) for n in range(4)]
     assert [(t.number, t.status, t.val_error, t.loss, t.epochs, t.best_epoch, t.wall_time, t.elapsed, t.error, t.seed)
             for t in trials] == [
-        (0, "failed", None, 1.0, 0, -1, TRAINING, 2.0, "TrialFailed: no usable model", seeds[0]),
-        (1, "ok", e1, e1, 3, 1, WALL, 4.0, None, seeds[1]),
-        (2, "failed", None, 1.0, 0, -1, TRAINING, 6.0, "RuntimeError: a bug", seeds[2]),
-        (3, "ok", e3, e3, 3, 1, WALL, 8.0, None, seeds[3]),
+        (0, "failed", None, 1.0, 0, -1, 0.1235, ELAPSED[0], "TrialFailed: no usable model", seeds[0]),
+        (1, "ok", e1, e1, 3, 1, 0.0123, ELAPSED[1], None, seeds[1]),
+        (2, "failed", None, 1.0, 0, -1, 0.1235, ELAPSED[2], "RuntimeError: a bug", seeds[2]),
+        (3, "ok", e3, e3, 3, 1, 0.0123, ELAPSED[3], None, seeds[3]),
     ]
     assert all(before <= datetime.fromisoformat(t.finished_at) <= datetime.now(UTC) for t in trials)
     assert stand_in.trained == [0, 1, 2, 3]
     assert told == [(t.config, t.loss) for t in trials]
-    assert released == [torch.device("cpu")] * 2
+    assert released == [(torch.device("cpu"), 0), (torch.device("cpu"), 2)]
+    data = stand_in.given[0][0]
+    assert stand_in.given == [(data, settings.trainer)] * 4
+    assert (data.device, data.resolution, len(data.tensors["train"]), len(data.tensors["val"])) == (
+        torch.device("cpu"), RESOLUTION, 8, 4)
     assert (out / TRIALS).read_bytes() == journal_in(out).read_bytes()
 
     best = min((1, 3), key=lambda n: (val_error(configs[n]), n))
     assert record == read_stage(out / SUMMARY)
     assert (record.dataset, record.optimizer, record.strategy, record.seed, record.stage, record.resolution,
             record.budget, record.n_trials, record.n_failed, record.wall_time) == (
-        "synthetic", "random", "standard", 0, 0, 32, 4, 4, 2, 8.0)
+        "synthetic", "random", "standard", 0, 0, 32, 4, 4, 2, ELAPSED[3])
     assert record.best == BestTrial(best, val_error(configs[best]), configs[best])
     assert record.config_digest == fingerprint(stage_config(settings, KEY))
     provenance = record.provenance
     assert (provenance.seed, provenance.config, provenance.overrides) == (0, settings.resolved, list(settings.overrides))
     assert provenance.device.startswith("cpu (") and provenance.precision == "32-true"
 
-    messages = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    messages = [(r.levelname, r.getMessage(), r.exc_info[0] if r.exc_info else None) for r in caplog.records]
     assert messages[0][1].startswith(f"{LABEL}: 4 evaluations at 32 px on cpu (")
     assert messages[0][1].endswith(") (8 train / 4 val images, 2 classes)")
     best1, best3 = f"{e1:.4f}", f"{min(e1, e3):.4f}"
     assert messages[1:] == [
-        ("INFO", f"{LABEL}: evaluation 1/4 FAILED (TrialFailed: no usable model) epochs=0 best=n/a elapsed=2.0s", False),
-        ("INFO", f"{LABEL}: evaluation 2/4 val_error={e1:.4f} epochs=3 best={best1} elapsed=4.0s", False),
-        ("WARNING", f"{LABEL}: evaluation 3 raised", True),
-        ("INFO", f"{LABEL}: evaluation 3/4 FAILED (RuntimeError: a bug) epochs=0 best={best1} elapsed=6.0s", False),
-        ("INFO", f"{LABEL}: evaluation 4/4 val_error={e3:.4f} epochs=3 best={best3} elapsed=8.0s", False),
+        ("INFO", f"{LABEL}: evaluation 1/4 FAILED (TrialFailed: no usable model) epochs=0 best=n/a elapsed=0.1s", None),
+        ("INFO", f"{LABEL}: evaluation 2/4 val_error={e1:.4f} epochs=3 best={best1} elapsed=0.2s", None),
+        ("WARNING", f"{LABEL}: evaluation 3 raised", RuntimeError),
+        ("INFO", f"{LABEL}: evaluation 3/4 FAILED (RuntimeError: a bug) epochs=0 best={best1} elapsed=0.4s", None),
+        ("INFO", f"{LABEL}: evaluation 4/4 val_error={e3:.4f} epochs=3 best={best3} elapsed=0.5s", None),
     ]
 
 
-def test_the_journal_is_named_by_everything_that_decides_the_trials(data_file: Path, tmp_path: Path) -> None:
+def test_a_stage_of_failures_only_has_no_best_trial(data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    StandIn(monkeypatch, fail={n: TrialFailed("no usable model") for n in range(4)})
+    record = run_stage(compose(*TINY, "study.max_failure_fraction=1.0"), KEY, data_file, None, tmp_path / "out")
+    assert (record.n_trials, record.n_failed, record.best) == (4, 4, None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
+def test_a_stage_for_a_gpu_refuses_to_run_without_one(data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    StandIn(monkeypatch)
+    with pytest.raises(RuntimeError, match="^trainer.accelerator='gpu' but no CUDA GPU is visible$"):
+        run_stage(compose(*TINY, "trainer.accelerator=gpu"), KEY, data_file, None, tmp_path / "out")
+
+
+def test_the_journal_is_named_by_everything_that_decides_the_trials(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The digest of the stage's label, its configuration slice and the bytes of its data
     and handoff files (under the key ``ranges``, its first name, so that journals of
     earlier versions resume)."""
@@ -277,9 +321,13 @@ def test_the_journal_is_named_by_everything_that_decides_the_trials(data_file: P
     ranges = narrowed_ranges(tmp_path / "ranges.json", settings, RESOLUTION, [])
     inputs = {"stage": "synthetic/random/iis/seed0/stage1", "config": stage_config(settings, key),
               "data": sha256(data_file.read_bytes()), "ranges": sha256(ranges.read_bytes())}
-    assert journal_path(settings, key, data_file, ranges, tmp_path) == tmp_path / f"trials.journal.{fingerprint(inputs)}.jsonl"
+    named = f"trials.journal.{fingerprint(inputs)}.jsonl"
+    assert journal_path(settings, key, data_file, ranges, tmp_path) == tmp_path / named
     without = fingerprint({**inputs, "ranges": None})
     assert journal_path(settings, key, data_file, None, tmp_path) == tmp_path / f"trials.journal.{without}.jsonl"
+    StandIn(monkeypatch, key)
+    run_stage(settings, key, data_file, ranges, tmp_path / "out")
+    assert journal_in(tmp_path / "out").name == named
 
 
 def test_too_many_failures_stop_the_stage_naming_the_most_common_cause_also_when_resumed(
@@ -316,37 +364,70 @@ def test_an_interrupted_stage_resumes_where_it_stopped(
     data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
     outside_handlers: Callable[[int, Any], None],
 ) -> None:
-    """SIGTERM in the third training: two trials kept, nothing written; the rerun trains
-    the last two and ends with the trials of an uninterrupted stage, elapsed time
-    included (the clock of the second process starts afresh)."""
+    """SIGTERM in the last training: three trials kept, nothing written; the rerun trains
+    the last and ends with the trials of an uninterrupted stage. Its elapsed time goes on
+    from the last kept trial's (rounded) one: the clock of the second process starts
+    afresh."""
     caplog.set_level(logging.INFO, logger="iishpo.stage")
     settings = compose(*TINY)
     StandIn(monkeypatch)
     run_stage(settings, KEY, data_file, None, tmp_path / "reference")
     uninterrupted = read_trials(tmp_path / "reference" / TRIALS)
     out = tmp_path / "out"
-    StandIn(monkeypatch, fail={2: signal.SIGTERM})
+    StandIn(monkeypatch, fail={3: signal.SIGTERM})
     with pytest.raises(StageInterrupted) as stop:
         run_stage(settings, KEY, data_file, None, out)
     assert stop.value.code == 128 + signal.SIGTERM
     journal = journal_in(out)
-    assert sorted(out.iterdir()) == [journal] and len(read_trials(journal)) == 2
+    assert sorted(out.iterdir()) == [journal] and len(read_trials(journal)) == 3
     assert caplog.messages[-1] == (
-        f"{LABEL}: interrupted by SIGTERM after 2 finished evaluations, all kept in {journal}; run again to resume"
+        f"{LABEL}: interrupted by SIGTERM after 3 finished evaluations, all kept in {journal}; run again to resume"
     )
     resumed = StandIn(monkeypatch)
     run_stage(settings, KEY, data_file, None, out)
-    assert resumed.trained == [2, 3]
-    assert f"{LABEL}: resuming after 2 finished evaluations" in caplog.messages
-    assert [replace(t, finished_at="") for t in read_trials(out / TRIALS)] == [replace(t, finished_at="") for t in uninterrupted]
+    assert resumed.trained == [3]
+    assert f"{LABEL}: resuming after 3 finished evaluations" in caplog.messages
+    trials = read_trials(out / TRIALS)
+    assert [replace(t, finished_at="", elapsed=0) for t in trials] == [replace(t, finished_at="", elapsed=0) for t in uninterrupted]
+    assert [t.elapsed for t in trials] == [*ELAPSED[:3], 0.4939]  # 0.3704 + 0.123456
     assert signal.getsignal(signal.SIGTERM) is outside_handlers
 
 
-def test_a_journal_longer_than_the_budget_is_refused(data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stage_interrupted_in_its_first_training_has_kept_nothing(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    outside_handlers: Callable[[int, Any], None],
+) -> None:
+    settings = compose(*TINY)
+    StandIn(monkeypatch, fail={0: signal.SIGINT})
+    out = tmp_path / "out"
+    with pytest.raises(StageInterrupted) as stop:
+        run_stage(settings, KEY, data_file, None, out)
+    assert stop.value.code == 128 + signal.SIGINT
+    journal = journal_path(settings, KEY, data_file, None, out)
+    assert not journal.exists()
+    assert caplog.messages[-1] == (
+        f"{LABEL}: interrupted by SIGINT after 0 finished evaluations, all kept in {journal}; run again to resume"
+    )
+
+
+def test_a_finished_journal_rewrites_lost_outputs_and_a_longer_one_is_refused(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs that the workflow deleted after the stage finished (a job killed before
+    Snakemake accepted them) come back from the journal, without training."""
     settings = compose(*TINY)
     StandIn(monkeypatch)
     out = tmp_path / "out"
     run_stage(settings, KEY, data_file, None, out)
+    trials, first = (out / TRIALS).read_bytes(), read_stage(out / SUMMARY)
+    for name in (TRIALS, SUMMARY):
+        (out / name).unlink()
+    again = StandIn(monkeypatch)
+    run_stage(settings, KEY, data_file, None, out)
+    assert again.trained == []
+    assert (out / TRIALS).read_bytes() == trials
+    rewritten = read_stage(out / SUMMARY)
+    assert replace(rewritten, provenance=replace(rewritten.provenance, created_at=first.provenance.created_at)) == first
     journal = journal_in(out)
     TrialStore(journal).append(replace(read_trials(journal)[-1], number=4))
     with pytest.raises(ValueError, match=f"^{journal} holds 5 trials, more than the budget 4$"):
@@ -358,13 +439,15 @@ def test_journals_of_other_inputs_are_kept_and_not_resumed(
 ) -> None:
     caplog.set_level(logging.INFO, logger="iishpo.stage")
     out = tmp_path / "out"
-    other = out / "trials.journal.0123456789abcdef.jsonl"
-    other.parent.mkdir()
-    other.write_text("not resumed\n")
+    out.mkdir()
+    others = [out / f"trials.journal.{digits * 16}.jsonl" for digits in "01"]
+    for other in others:
+        other.write_text("not resumed\n")
     stand_in = StandIn(monkeypatch)
     run_stage(compose(*TINY), KEY, data_file, None, out)
-    assert stand_in.trained == [0, 1, 2, 3] and other.read_text() == "not resumed\n"
-    assert f"{LABEL}: not resuming {other.name} (journals of other inputs; kept)" in caplog.messages
+    assert stand_in.trained == [0, 1, 2, 3] and [o.read_text() for o in others] == ["not resumed\n"] * 2
+    names = f"{others[0].name}, {others[1].name}"
+    assert f"{LABEL}: not resuming {names} (journals of other inputs; kept)" in caplog.messages
 
 
 # -- signals ------------------------------------------------------------------------------

@@ -37,10 +37,14 @@ case $module in
   # as for training.
   importance) mutate=(importance.py); tests=(tests/test_importance.py)
     export OMP_NUM_THREADS=1 ;;
-  # test_stage.py trains stand-ins; test_halving.py's promoted stage trains for real, in
-  # the process mutmut forks from: one torch thread, as for training.
-  stage) mutate=(stage.py); tests=(tests/test_stage.py tests/test_seeds.py tests/test_halving.py)
-    export OMP_NUM_THREADS=1 ;;
+  # The stage's tests train stand-ins; test_halving.py checks the promotions a stage reads.
+  stage) mutate=(stage.py); tests=(tests/test_stage.py tests/test_seeds.py
+      tests/test_halving.py::test_a_promoted_stage_starts_from_the_promoted_configurations) ;;
+  # The settings are checked where the configuration is loaded, test_config.py. A full run
+  # takes hours on 2 cores: name a part, e.g. 'iishpo.optimizers.settings.*'.
+  optimizers) mutate=(optimizers/__init__.py optimizers/base.py optimizers/genetic.py
+      optimizers/hyperopt_search.py optimizers/settings.py optimizers/smac_search.py)
+    tests=(tests/optimizers/test_optimizers.py tests/test_config.py) ;;
   *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary, comparison, importance, stage, optimizers" >&2
      exit 2 ;;
 esac
