@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from iishpo.config import load_settings
 from iishpo.data.paths import absolute
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.data.splits import SPLITS, ImageSplits
+from iishpo.settings.config import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Fixed cost of one evaluation: everything a stage's evaluation does besides its epochs.
 
-Runs :func:`iishpo.training.evaluate_trial` for one epoch and subtracts the time from the
+Runs :func:`iishpo.training.fit.evaluate_trial` for one epoch and subtracts the time from the
 start of the first training epoch to the end of the last validation (timestamps from the
 module's hooks): what remains is the memory check, seeding, building the model, the
 module and the Trainer, Lightning's set-up and teardown, restoring the best weights and
@@ -20,10 +20,10 @@ import time
 import torch
 from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
-from iishpo.classifier import Classifier
-from iishpo.model import build_cnn
-from iishpo.runtime import configure_training
-from iishpo.training import evaluate_trial
+from iishpo.training.classifier import Classifier
+from iishpo.training.fit import evaluate_trial
+from iishpo.training.model import build_cnn
+from iishpo.training.runtime import configure_training
 
 
 class EpochClock:
@@ -81,7 +81,7 @@ def main() -> None:
         plain.append(plain_setup(data, seed))
     lightning_ms, plain_ms = 1000 * statistics.median(fixed), 1000 * statistics.median(plain)
     print(f"{args.resolution} px, median of {args.repeats}, load average {os.getloadavg()[0]:.1f}:")
-    print(f"  fixed cost of an evaluation (iishpo.training.evaluate_trial): {lightning_ms:6.1f} ms")
+    print(f"  fixed cost of an evaluation (iishpo.training.fit.evaluate_trial): {lightning_ms:6.1f} ms")
     print(f"  plain loop's model and optimizer:                             {plain_ms:6.1f} ms")
     print(f"  difference:                                                   {lightning_ms - plain_ms:6.1f} ms")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from study_wall_time import run_study, trials_of
 
-from iishpo.artifacts import read_evaluation, read_stage
+from iishpo.results.artifacts import read_evaluation, read_stage
 from iishpo.store import read_trials
 
 #: what the records must say for each precision asked for, by whether the GPU has bf16

@@ -21,9 +21,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
+from iishpo.settings.config import load_settings
 from iishpo.worker import SOCKET_VARIABLE
 
 OVERRIDES = [

@@ -34,15 +34,15 @@ from typing import Any
 import torch
 from bench_data import REPO, add_data_arguments, prepare_flowers, prepare_synthetic, subset
 
-from iishpo.batches import TrainingData
-from iishpo.classifier import Classifier
-from iishpo.config import Trainer, load_settings
 from iishpo.data.splits import load_splits
-from iishpo.device import device_for
-from iishpo.failures import TrialFailed
-from iishpo.runtime import configure_training
-from iishpo.space import SearchSpace, layer_name, parse_space
-from iishpo.training import evaluate, train
+from iishpo.search.space import SearchSpace, layer_name, parse_space
+from iishpo.settings.config import Trainer, load_settings
+from iishpo.training.batches import TrainingData
+from iishpo.training.classifier import Classifier
+from iishpo.training.device import device_for
+from iishpo.training.failures import TrialFailed
+from iishpo.training.fit import evaluate, train
+from iishpo.training.runtime import configure_training
 
 SEED = 0
 _COMMON = {"learning_rate": 0.01, "batch_size": 32, "l1": 1e-7, "l2": 1e-4, "filter_size": 3}

@@ -1,6 +1,6 @@
 """Does a long stage grow in memory? 200 evaluations in one process, RSS after each.
 
-Runs one real stage (``iishpo.stage.run_stage``: ask, train with Lightning, journal,
+Runs one real stage (``iishpo.jobs.stage.run_stage``: ask, train with Lightning, journal,
 tell) of small configurations on the built-in synthetic data set at 16 px in a temporary
 directory, and records the process's peak RSS (``ru_maxrss``) and current RSS after every
 evaluation. The stage passes when the peak after the last evaluation is within 10% of
@@ -70,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1 <= --early < --evaluations")
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
-    import iishpo.stage as stage_module
-    from iishpo.classifier import Classifier
-    from iishpo.config import load_settings
+    import iishpo.jobs.stage as stage_module
     from iishpo.data.prepare import prepare_dataset
     from iishpo.data.sources import fetch
-    from iishpo.runtime import configure_training
-    from iishpo.stage import StageKey, run_stage
+    from iishpo.jobs.stage import StageKey, run_stage
+    from iishpo.settings.config import load_settings
+    from iishpo.training.classifier import Classifier
+    from iishpo.training.runtime import configure_training
 
     configure_training()
 

@@ -35,7 +35,7 @@ import yaml
 
 from iishpo.optimizers import REGISTRY, build_settings, create_optimizer
 from iishpo.optimizers.base import Optimizer
-from iishpo.space import Config, SearchSpace, build_space
+from iishpo.search.space import Config, SearchSpace, build_space
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 RESOLUTION = 128

@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from bench_data import REPO, add_data_arguments, prepare_flowers, prepare_synthetic, subset
 
-from iishpo.batches import TrainingData
-from iishpo.config import Trainer, load_settings
 from iishpo.data.splits import load_splits
 from iishpo.data.synthetic import REFERENCE_CNN
-from iishpo.device import device_for
-from iishpo.runtime import configure_training
-from iishpo.training import train
+from iishpo.settings.config import Trainer, load_settings
+from iishpo.training.batches import TrainingData
+from iishpo.training.device import device_for
+from iishpo.training.fit import train
+from iishpo.training.runtime import configure_training
 
 
 def accuracies(

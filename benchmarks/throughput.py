@@ -3,7 +3,7 @@ machine's float32 matrix-multiply rate, both measured in this run.
 
 Counts the multiply-adds of the model's convolutions and linear layers per image (two
 FLOPs each; backward is taken as twice the forward, so training costs three forward
-passes, validation one), times :func:`iishpo.training.train` for a fixed number of
+passes, validation one), times :func:`iishpo.training.fit.train` for a fixed number of
 epochs, and alternates it with a square float32 matmul on the same threads, so that
 both see the same load.
 
@@ -21,10 +21,10 @@ import torch
 from torch import nn
 from trainer_overhead import CONFIG, synthetic_data, trainer_settings
 
-from iishpo.batches import TrainingData
-from iishpo.model import build_cnn
-from iishpo.runtime import configure_training
-from iishpo.training import train
+from iishpo.training.batches import TrainingData
+from iishpo.training.fit import train
+from iishpo.training.model import build_cnn
+from iishpo.training.runtime import configure_training
 
 MATMUL_SIZE = 1024
 
@@ -86,7 +86,7 @@ def main() -> None:
     training, matmul = statistics.median(trainings), statistics.median(matmuls)
     print(f"{args.resolution} px, {args.epochs} epochs, 1 thread, median of {args.repeats}, "
           f"load average {os.getloadavg()[0]:.1f}:")
-    print(f"  training (iishpo.training.train): {training / 1e9:6.2f} GFLOP/s")
+    print(f"  training (iishpo.training.fit.train): {training / 1e9:6.2f} GFLOP/s")
     print(f"  float32 matmul {MATMUL_SIZE}x{MATMUL_SIZE}:       {matmul / 1e9:6.2f} GFLOP/s")
     print(f"  fraction of the matmul rate:      {training / matmul:6.1%}")
 

@@ -1,7 +1,7 @@
 """How much the Lightning Trainer costs over a plain PyTorch loop, per evaluation.
 
 Trains the same configurations, on the same data and for the same epochs, through
-``iishpo.training.train`` (Lightning, as every evaluation of a stage) and with a plain
+``iishpo.training.fit.train`` (Lightning, as every evaluation of a stage) and with a plain
 loop, interleaved so that all see the same machine load (each side first, second and
 third in turn), and prints the ratios. The plain loop runs twice: bare, and with the
 bookkeeping that the module does besides Lightning (a divergence check per step, a copy of
@@ -26,16 +26,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from iishpo.batches import Batches, TrainingData
-from iishpo.config import Trainer as TrainerSettings
-from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
 from iishpo.data.splits import load_splits
-from iishpo.device import device_for
-from iishpo.model import build_cnn
-from iishpo.runtime import configure_training
-from iishpo.training import train
+from iishpo.settings.config import Trainer as TrainerSettings
+from iishpo.settings.config import load_settings
+from iishpo.training.batches import Batches, TrainingData
+from iishpo.training.device import device_for
+from iishpo.training.fit import train
+from iishpo.training.model import build_cnn
+from iishpo.training.runtime import configure_training
 
 CONFIG = {
     "learning_rate": 0.03, "batch_size": 32, "l1": 1e-7, "l2": 1e-5, "filter_size": 3,
@@ -48,7 +48,7 @@ def plain_loop(data: TrainingData, epochs: int, seed: int, bookkeeping: bool) ->
     torch.manual_seed(seed)
     start = time.perf_counter()
     net = build_cnn(CONFIG, data.in_channels, data.resolution, data.n_classes).to(data.device)
-    net = net.to(memory_format=torch.channels_last)  # as iishpo.training.train
+    net = net.to(memory_format=torch.channels_last)  # as iishpo.training.fit.train
     weights = [p for n, p in net.named_parameters() if n.endswith("weight")]
     optimizer = torch.optim.SGD(net.parameters(), lr=CONFIG["learning_rate"], momentum=0.9)
     train_batches = Batches(data.tensors["train"], CONFIG["batch_size"], shuffle=True, seed=seed)
@@ -127,7 +127,7 @@ def main() -> None:
     lightning = statistics.median(lightning_times)
     print(f"{args.resolution} px, {args.epochs} epochs, {len(data.tensors['train'])} training images, "
           f"median of {args.repeats}, load average {os.getloadavg()[0]:.1f}:")
-    print(f"  Lightning Trainer (iishpo.training.train):     {lightning:.3f} s")
+    print(f"  Lightning Trainer (iishpo.training.fit.train):     {lightning:.3f} s")
     for bookkeeping, times in plain_times.items():
         plain = statistics.median(times)
         ratios = sorted(a / b for a, b in zip(lightning_times, times))

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from helpers import TINY, compose
-from iishpo.config import Settings
+from iishpo.settings.config import Settings
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, compose
-from iishpo.config import Settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.stage import TRIALS, StageKey, run_stage
+from iishpo.jobs.stage import TRIALS, StageKey, run_stage
+from iishpo.settings.config import Settings
 from iishpo.store import Trial, read_trials
 
 PER_RESOLUTION = 8

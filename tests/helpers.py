@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iishpo.config import Settings, load_settings
+from iishpo.settings.config import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -30,7 +30,7 @@ def compose(*overrides: str) -> Settings:
 
 def journal_in(stage_dir: Path) -> Path:
     """The one trial journal in ``stage_dir``; while there is none, a path that does not exist."""
-    from iishpo.stage import JOURNALS
+    from iishpo.jobs.stage import JOURNALS
 
     found = sorted(stage_dir.glob(JOURNALS))
     assert len(found) <= 1, f"more than one journal in {stage_dir}: {found}"

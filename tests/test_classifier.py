@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers import TINY, compose
-from iishpo.batches import TrainingData
-from iishpo.classifier import Classifier
-from iishpo.training import evaluate_trial, train
+from iishpo.training.batches import TrainingData
+from iishpo.training.classifier import Classifier
+from iishpo.training.fit import evaluate_trial, train
 from tiny_training import CONFIG, CPU, PixelIsPrediction, brightness_splits
 
 #: scripted validation errors, one per epoch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from scipy import stats
 
-from iishpo.comparison import compare_paired
+from iishpo.results.comparison import compare_paired
 
 
 def pairs_from(differences: list[float], baseline: float = 10.0) -> dict[int, tuple[float, float]]:

@@ -12,16 +12,16 @@ import pytest
 import yaml
 
 from helpers import CONF, compose
-from iishpo import config as config_module
-from iishpo.config import (
+from iishpo.optimizers import GROUP, build_settings, locate, optimizer_names, settings_values
+from iishpo.optimizers.settings import RandomSettings, TPESettings
+from iishpo.settings import config as config_module
+from iishpo.settings.config import (
     PRECISIONS,
     ConfigError,
     compose_config,
     load_settings,
     overrides_from_mapping,
 )
-from iishpo.optimizers import GROUP, build_settings, locate, optimizer_names, settings_values
-from iishpo.optimizers.settings import RandomSettings, TPESettings
 from iishpo.typed import SettingsError
 
 STUDIES = sorted(p.stem for p in (CONF / "study").glob("*.yaml"))
@@ -155,8 +155,8 @@ def test_the_precisions_allowed_are_lightnings() -> None:
         (["+optimizers.annealing={}"], "optimizers.annealing: _target_ must name the optimizer's settings class"),
         (["+optimizers.annealing={_target_: iishpo.optimizers.anneal.Settings}"],
          "optimizers.annealing._target_: cannot import 'iishpo.optimizers.anneal.Settings'"),
-        (["optimizers.tpe._target_=iishpo.space.Param"],
-         "optimizers.tpe._target_: 'iishpo.space.Param' is not a subclass of OptimizerSettings"),
+        (["optimizers.tpe._target_=iishpo.search.space.Param"],
+         "optimizers.tpe._target_: 'iishpo.search.space.Param' is not a subclass of OptimizerSettings"),
         (["study.ranges.rule=quantile"], "study.ranges.rule 'quantile' is not a range-extraction rule; allowed: ('evidence', 'hull')"),
         (["study.ranges.min_width=0"], "study.ranges.min_width must be in (0, 1]"),
         (["study.ranges.min_width=1.5"], "study.ranges.min_width must be in (0, 1]"),
@@ -225,9 +225,11 @@ def test_optimizer_settings_refuse_values_beyond_their_limits(name: str, changes
 
 #: where the messages say the names that code reads are declared, and what they are
 NAMES_READ = (
-    "the names read are declared in src/iishpo/model.py (required: n_conv, n_fc, filter_size, "
+    "the names read are declared in src/iishpo/training/model.py (required: n_conv, n_fc, filter_size, "
     "conv_filters per layer of n_conv, fc_units per layer of n_fc; optional: fc_dropout per layer of n_fc) "
-    "and src/iishpo/training.py (required: learning_rate, batch_size, l1, l2)"
+    "and src/iishpo/training/fit.py (required: learning_rate, batch_size, l1, l2) "
+    "and src/iishpo/plan/memory_estimate.py (required: n_conv, n_fc, filter_size, "
+    "conv_filters per layer of n_conv, fc_units per layer of n_fc; optional: fc_dropout per layer of n_fc)"
 )
 
 
@@ -236,20 +238,21 @@ NAMES_READ = (
     [
         (["+space.fc_dropuot={type: float, low: 0.0, high: 0.5, per_layer_of: n_fc}"],
          "space parameter 'fc_dropuot' is read by no code"),
-        (["~space.l1"], "space parameter 'l1' is required by src/iishpo/training.py but the space does not declare it"),
+        (["~space.l1"], "space parameter 'l1' is required by src/iishpo/training/fit.py but the space does not declare it"),
         (["~space.fc_units"],
-         "space parameter 'fc_units' is required by src/iishpo/model.py but the space does not declare it"),
+         ("space parameter 'fc_units' is required by src/iishpo/training/model.py and "
+          "src/iishpo/plan/memory_estimate.py but the space does not declare it")),
         # renamed: the new name is read by nothing, the old one is missing
         (["~space.learning_rate", "+space.lr={type: float, low: 0.001, high: 0.1}"],
          ("space parameter 'lr' is read by no code; space parameter 'learning_rate' is required by "
-          "src/iishpo/training.py but the space does not declare it")),
+          "src/iishpo/training/fit.py but the space does not declare it")),
         # the model reads fc_dropout_0, fc_dropout_1, ...: one fc_dropout would be ignored
         (["+space.fc_dropout={type: float, low: 0.0, high: 0.5}"],
-         "space parameter 'fc_dropout' needs per_layer_of: n_fc (src/iishpo/model.py reads one per layer of n_fc)"),
+         "space parameter 'fc_dropout' needs per_layer_of: n_fc (src/iishpo/training/model.py reads one per layer of n_fc)"),
         (["space.conv_filters.per_layer_of=n_fc"],
-         "space parameter 'conv_filters' needs per_layer_of: n_conv (src/iishpo/model.py reads one per layer of n_conv)"),
+         "space parameter 'conv_filters' needs per_layer_of: n_conv (src/iishpo/training/model.py reads one per layer of n_conv)"),
         (["+space.l2.per_layer_of=n_conv"],
-         "space parameter 'l2' cannot be per_layer_of: n_conv (src/iishpo/training.py reads one value of it)"),
+         "space parameter 'l2' cannot be per_layer_of: n_conv (src/iishpo/training/fit.py reads one value of it)"),
     ],
 )
 def test_a_space_parameter_no_code_reads_or_a_missing_required_one_is_rejected(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from iishpo.device import device_for, precision_for
+from iishpo.training.device import device_for, precision_for
 
 
 def test_auto_precision_is_float32_off_the_gpu() -> None:

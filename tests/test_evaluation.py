@@ -14,15 +14,15 @@ import pytest
 import torch
 
 from helpers import TINY, compose
-from iishpo import evaluation as evaluation_module
-from iishpo.artifacts import read_evaluation
-from iishpo.batches import Epoch, TrainingData
-from iishpo.classifier import Classifier
 from iishpo.data.splits import ImageSplits, save_splits
-from iishpo.evaluation import evaluate_test
-from iishpo.layout import digest, evaluation_config
+from iishpo.jobs import evaluation as evaluation_module
+from iishpo.jobs.evaluation import evaluate_test
+from iishpo.plan.layout import digest, evaluation_config
+from iishpo.results.artifacts import read_evaluation
 from iishpo.seeds import Stream, derive_seed
 from iishpo.store import Trial, TrialStore
+from iishpo.training.batches import Epoch, TrainingData
+from iishpo.training.classifier import Classifier
 
 CONFIG = {
     "learning_rate": 0.05, "batch_size": 16, "l1": 1e-7, "l2": 1e-6, "filter_size": 3,
@@ -187,7 +187,7 @@ def test_record_and_log_hold_each_score_their_mean_and_spread(
     # the clock reads 1000 s before the retrainings and 1012.3456 s after them
     clock = iter([1000.0, 1012.3456])
     monkeypatch.setattr(evaluation_module, "time", SimpleNamespace(perf_counter=clock.__next__))
-    caplog.set_level(logging.INFO, logger="iishpo.evaluation")
+    caplog.set_level(logging.INFO, logger="iishpo.jobs.evaluation")
     out = evaluate_test(
         settings, "synthetic", 5, [_trials(tmp_path / "trials.jsonl")], tmp_path / "8px.npz", tmp_path / "test.json"
     )
@@ -214,7 +214,7 @@ def test_record_and_log_hold_each_score_their_mean_and_spread(
     assert out.provenance.seed == 5 and out.provenance.device.startswith("cpu (")
     assert out.provenance.precision == "32-true"  # precision "auto" on a CPU
     kind = "fold" if folds else "retraining"
-    logged = [record.getMessage() for record in caplog.records if record.name == "iishpo.evaluation"]
+    logged = [record.getMessage() for record in caplog.records if record.name == "iishpo.jobs.evaluation"]
     summary = (
         f"test {metric} of the best configuration (val_error 0.1000): {mean:.4f} +- {std:.4f} "
         f"over {len(scores)} retrainings"

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from iishpo.evidence import (
+from iishpo.narrowing.evidence import (
     concentration_p,
     extent_factor,
     from_unit,
@@ -15,7 +15,7 @@ from iishpo.evidence import (
     narrow_numeric,
     unit,
 )
-from iishpo.space import CATEGORICAL, FLOAT, INT, Param
+from iishpo.search.space import CATEGORICAL, FLOAT, INT, Param
 
 X = Param("x", FLOAT, low=1e-4, high=1.0, log=True)
 Y = Param("y", FLOAT, low=0.0, high=10.0)

@@ -36,11 +36,9 @@ from optuna.trial import TrialState
 
 from browser import dump_dom, needs_chromium
 from helpers import CONF, REPO, TINY, compose
-from iishpo.artifacts import EvaluationRecord, RangesRecord, StageRecord, write_record
 from iishpo.cli import main
-from iishpo.config import Settings
-from iishpo.export import ExportRefused, export_study
-from iishpo.layout import (
+from iishpo.narrowing.ranges import describe
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     digest,
@@ -50,9 +48,11 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
-from iishpo.provenance import Provenance, provenance
-from iishpo.ranges import describe
-from iishpo.space import SearchSpace, build_space
+from iishpo.results.artifacts import EvaluationRecord, RangesRecord, StageRecord, write_record
+from iishpo.results.export import ExportRefused, export_study
+from iishpo.results.provenance import Provenance, provenance
+from iishpo.search.space import SearchSpace, build_space
+from iishpo.settings.config import Settings
 from iishpo.store import Trial, TrialStore
 
 #: the smoke study (16 and 32 px, budget 4, IIS 2 + 2) with one optimizer: two runs
@@ -250,7 +250,7 @@ def test_an_unfinished_study_exports_what_exists_and_then_the_rest(
     for path in late:
         path.unlink()
     url = STORAGES["sqlite"](tmp_path / "optuna")
-    with caplog.at_level(logging.WARNING, logger="iishpo.export"):
+    with caplog.at_level(logging.WARNING, logger="iishpo.results.export"):
         report = export_study(settings(), layout.root, url)
     assert report.missing == [late[0], late[2]]
     assert all(str(path) in caplog.text for path in report.missing) and "not finished" in caplog.text

@@ -14,11 +14,15 @@ import torch
 from torch import nn
 
 from helpers import TINY, compose, journal_in
-from iishpo import training
-from iishpo.artifacts import RangesRecord, write_record
-from iishpo.config import Settings
 from iishpo.data.splits import ImageSplits, save_splits
-from iishpo.failures import (
+from iishpo.jobs.stage import TRIALS, StageFailed, StageKey, run_stage
+from iishpo.narrowing.ranges import describe
+from iishpo.results.artifacts import RangesRecord, write_record
+from iishpo.search.space import SearchSpace, build_space
+from iishpo.settings.config import Settings
+from iishpo.store import read_trials
+from iishpo.training import fit as training
+from iishpo.training.failures import (
     CAUSES,
     Diverged,
     MemoryLimitExceeded,
@@ -27,11 +31,7 @@ from iishpo.failures import (
     failure_cause,
     failure_record,
 )
-from iishpo.memory import allocation_failures_as_out_of_memory
-from iishpo.ranges import describe
-from iishpo.space import SearchSpace, build_space
-from iishpo.stage import TRIALS, StageFailed, StageKey, run_stage
-from iishpo.store import read_trials
+from iishpo.training.memory import allocation_failures_as_out_of_memory
 
 KEY = StageKey("synthetic", "tpe", "standard", 0, 0)
 RESOLUTION = 32  # the smoke study's standard stage

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import experiment_stores
-from iishpo import figures
-from iishpo.figures import (
+from iishpo.results import figures
+from iishpo.results.figures import (
     PAPER_REDUCTIONS,
     PAPER_TABLE1,
     RunTrials,
@@ -25,7 +25,7 @@ from iishpo.figures import (
     table1,
     time_reduction,
 )
-from iishpo.importance import Importance, importance_by_resolution
+from iishpo.results.importance import Importance, importance_by_resolution
 from iishpo.store import Trial
 
 

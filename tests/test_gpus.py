@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from iishpo.gpus import VISIBLE, claim_device, gpu_for_job, slot_order
+from iishpo.jobs.gpus import VISIBLE, claim_device, gpu_for_job, slot_order
 
 #: A job: claims a device, reports it, holds it until ``release`` exists (or forever);
 #: it logs (to stderr) when it finds every slot taken and waits.
 HOLDER = """
 import logging, sys, time
 from pathlib import Path
-from iishpo.gpus import claim_device
+from iishpo.jobs.gpus import claim_device
 logging.basicConfig(level=logging.INFO)
 lock_dir, devices, share, report, release = sys.argv[1:]
 with claim_device(Path(lock_dir), [int(d) for d in devices.split(",")], int(share), poll_s=0.05) as device:

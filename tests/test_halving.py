@@ -15,10 +15,12 @@ from smac.intensifier.hyperband_utils import determine_HB
 from smac.intensifier.successive_halving import SuccessiveHalving
 
 from helpers import TINY, compose, journal_in
-from iishpo.artifacts import PromotionsRecord, read_promotions, write_record
-from iishpo.config import ConfigError
 from iishpo.data.splits import ImageSplits, save_splits
-from iishpo.halving import (
+from iishpo.jobs.stage import TRIALS, run_stage, start_space
+from iishpo.plan.layout import Layout, RunKey, StageKey, promotion, result_stages, stages
+from iishpo.results.artifacts import PromotionsRecord, read_promotions, write_record
+from iishpo.settings.config import ConfigError
+from iishpo.settings.halving import (
     halving_rungs,
     hyperband_brackets,
     promote,
@@ -26,8 +28,6 @@ from iishpo.halving import (
     smallest_halving_budget,
     smallest_hyperband_budget,
 )
-from iishpo.layout import Layout, RunKey, StageKey, promotion, result_stages, stages
-from iishpo.stage import TRIALS, run_stage, start_space
 from iishpo.store import WORST_LOSS, Trial, read_trials
 
 CASES = [(eta, n_rungs) for eta in (2, 3, 4) for n_rungs in (2, 3, 4)]

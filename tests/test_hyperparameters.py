@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from helpers import TINY, compose
-from iishpo import model, training
-from iishpo.batches import TrainingData
 from iishpo.data.splits import ImageSplits
-from iishpo.hyperparameters import HyperparameterNames, declared
+from iishpo.plan import memory_estimate
+from iishpo.search.hyperparameters import READERS, HyperparameterNames, declared
+from iishpo.training import fit as training
+from iishpo.training import model
+from iishpo.training.batches import TrainingData
 
 
 class ReadNames(dict[str, Any]):
@@ -49,16 +51,20 @@ NETWORK = {
 MODEL_NAMES = {"n_conv", "n_fc", "filter_size", "conv_filters", "fc_units", "fc_dropout"}
 
 
-def test_the_model_reads_the_names_it_declares() -> None:
+@pytest.mark.parametrize("read", [
+    lambda config: model.build_cnn(config, 1, 8, 2),
+    lambda config: memory_estimate.estimate_memory_mb(config, 1, 8, 2, train_batch=4, eval_batch=4),
+], ids=["build_cnn", "estimate_memory_mb"])
+def test_the_network_is_read_by_the_names_declared(read: Any) -> None:
     for config in (ReadNames(NETWORK), ReadNames({k: v for k, v in NETWORK.items() if "dropout" not in k})):
-        model.build_cnn(config, 1, 8, 2)
-        model.estimate_memory_mb(config, 1, 8, 2, train_batch=4, eval_batch=4)
+        read(config)
         assert config.names() == MODEL_NAMES
-    assert model.READS == HyperparameterNames(
+    network = HyperparameterNames(
         required=("n_conv", "n_fc", "filter_size", "conv_filters", "fc_units"),
         optional=("fc_dropout",),
         per_layer={"conv_filters": "n_conv", "fc_units": "n_fc", "fc_dropout": "n_fc"},
     )
+    assert model.READS == memory_estimate.READS == network
 
 
 def test_a_training_reads_the_names_it_declares_and_the_models() -> None:
@@ -75,9 +81,20 @@ def test_a_training_reads_the_names_it_declares_and_the_models() -> None:
     assert training.READS == HyperparameterNames(required=("learning_rate", "batch_size", "l1", "l2"))
 
 
-@pytest.mark.parametrize("module", [model, training])
+@pytest.mark.parametrize("module", [model, training, memory_estimate])
 def test_the_declaration_read_from_source_is_the_modules(module: Any) -> None:
     assert declared(Path(module.__file__)) == module.READS
+
+
+def test_every_module_declaring_names_is_checked() -> None:
+    """A module of the package with ``READS = HyperparameterNames(...)`` that the check does
+    not read would be a reader the configuration is never checked against."""
+    package = Path(model.__file__).parents[1]
+    declaring = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if "\nREADS = HyperparameterNames(" in path.read_text()
+    )
+    assert declaring == sorted(READERS)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from sklearn.ensemble import RandomForestRegressor
 
 import experiment_stores
 from helpers import compose
-from iishpo.importance import (
+from iishpo.results.importance import (
     Importance,
     analysed_params,
     decompose,
@@ -29,7 +29,7 @@ from iishpo.importance import (
     overlap,
     top_subsets_table,
 )
-from iishpo.space import build_space
+from iishpo.search.space import build_space
 from iishpo.store import Trial
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from helpers import TINY, compose
 from iishpo import cli
-from iishpo.config import ConfigError, Study
-from iishpo.layout import (
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     StageKey,
@@ -26,7 +25,8 @@ from iishpo.layout import (
     stages,
     summary_config,
 )
-from iishpo.strategies import STRATEGIES, Handoff, Strategy
+from iishpo.settings.config import ConfigError, Study
+from iishpo.settings.strategies import STRATEGIES, Handoff, Strategy
 
 
 def test_runs_are_every_dataset_optimizer_strategy_seed() -> None:

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from helpers import compose
-from iishpo.model import build_cnn, estimate_memory_mb
-from iishpo.space import build_space
+from iishpo.plan.memory_estimate import estimate_memory_mb
+from iishpo.search.space import build_space
+from iishpo.training.model import build_cnn
 
 RESOLUTIONS = (8, 16, 32)
 N_CLASSES = 10

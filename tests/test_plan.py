@@ -82,7 +82,7 @@ def test_planning_imports_no_deep_learning_framework():
     """What the workflow imports to build its DAG leaves torch and Lightning out: torch
     alone took 2 s of every `snakemake` run, dry runs and cluster job steps included."""
     code = (
-        "import sys, iishpo.config, iishpo.layout, iishpo.resources, iishpo.worker; "
+        "import sys, iishpo.settings.config, iishpo.plan.layout, iishpo.plan.job_resources, iishpo.worker; "
         "print(' '.join(sorted(sys.modules)))"
     )
     modules = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

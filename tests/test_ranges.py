@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from helpers import compose
-from iishpo.config import RangeExtraction
-from iishpo.ranges import best_trials, describe, extract
-from iishpo.space import CATEGORICAL, build_space
+from iishpo.narrowing.ranges import best_trials, describe, extract
+from iishpo.search.space import CATEGORICAL, build_space
+from iishpo.settings.config import RangeExtraction
 from iishpo.store import WORST_LOSS, Trial
 
 #: A small space whose ranges are easy to compute by hand: at 16 px n_conv <= 3, at 64 px <= 5.

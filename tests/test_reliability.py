@@ -26,16 +26,10 @@ import torch
 import yaml
 
 from helpers import CONF, REPO, TINY, compose, held, journal_in
-from iishpo import stage as stage_module
-from iishpo.artifacts import RangesRecord, write_record
-from iishpo.classifier import Classifier
-from iishpo.config import ConfigError, Settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.model import estimate_memory_mb
-from iishpo.ranges import describe
-from iishpo.space import SearchSpace, build_space
-from iishpo.stage import (
+from iishpo.jobs import stage as stage_module
+from iishpo.jobs.stage import (
     SUMMARY,
     TRIALS,
     StageFailed,
@@ -44,7 +38,13 @@ from iishpo.stage import (
     journal_path,
     run_stage,
 )
+from iishpo.narrowing.ranges import describe
+from iishpo.plan.memory_estimate import estimate_memory_mb
+from iishpo.results.artifacts import RangesRecord, write_record
+from iishpo.search.space import SearchSpace, build_space
+from iishpo.settings.config import ConfigError, Settings
 from iishpo.store import WORST_LOSS, Trial, TrialStore, read_trials
+from iishpo.training.classifier import Classifier
 
 BUDGET = 6
 #: one standard-strategy stage of TPE (model-based, so replay matters) at 32 px

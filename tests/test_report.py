@@ -19,8 +19,8 @@ import pytest
 
 from browser import dump_dom, needs_chromium
 from helpers import REPO, TINY
-from iishpo import figures
-from iishpo.layout import FIGURE_FORMATS, IMPORTANCE_FIGURES
+from iishpo.plan.layout import FIGURE_FORMATS, IMPORTANCE_FIGURES
+from iishpo.results import figures
 from iishpo.store import Trial
 
 CAPTIONS = REPO / "workflow" / "report"
@@ -108,8 +108,8 @@ def test_importance_study_writes_tables_equal_to_fanova_of_its_stores(tmp_path: 
     """Experiment 1 through the DAG: the runs and the importance outputs, no summary and no
     test evaluation, and importance.csv equals fANOVA recomputed from the pooled trial stores."""
     from helpers import compose
-    from iishpo.importance import importance_by_resolution, importance_rows
-    from iishpo.layout import Layout, figure_files, independent_runs, stages
+    from iishpo.plan.layout import Layout, figure_files, independent_runs, stages
+    from iishpo.results.importance import importance_by_resolution, importance_rows
     from iishpo.store import read_trials
 
     overrides = [*TINY, "study.strategies=[independent]", "study.optimizers=[random,tpe]", "study.budget=5"]

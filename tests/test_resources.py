@@ -15,17 +15,16 @@ from omegaconf import OmegaConf
 
 from helpers import CONF, TINY, compose
 from iishpo.data.splits import ImageSplits, save_splits
-from iishpo.model import estimate_memory_mb
-from iishpo.resources import (
-    Training,
+from iishpo.plan.job_resources import (
     evaluation_runtime,
-    from_config,
     largest_training_mb,
     read_prepared,
     training_mem_mb,
     training_runtime,
 )
-from iishpo.space import build_space
+from iishpo.plan.memory_estimate import estimate_memory_mb
+from iishpo.search.space import build_space
+from iishpo.settings.resources import Training, from_config
 from iishpo.typed import SettingsError
 
 
@@ -150,8 +149,9 @@ def test_a_rule_sizes_its_job_from_its_input_when_the_input_exists(tmp_path: Pat
     resource until the input exists (``<TBD>`` before), then calls it."""
     (tmp_path / "Snakefile").write_text(f'''
 from pathlib import Path
-from iishpo.config import load_settings
-from iishpo.resources import from_config, training_mem_mb, training_runtime
+from iishpo.settings.config import load_settings
+from iishpo.plan.job_resources import training_mem_mb, training_runtime
+from iishpo.settings.resources import from_config
 from omegaconf import OmegaConf
 SETTINGS = load_settings({list(TINY)!r}, config_dir=Path({str(CONF)!r}))
 TRAINING = from_config(OmegaConf.to_container(OmegaConf.load({str(CONF / "resources" / "default.yaml")!r}))).training

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from iishpo.jobs.stage import StageKey, training_seed
 from iishpo.seeds import Stream, derive_seed
-from iishpo.stage import StageKey, training_seed
 
 
 def test_values_are_pinned_across_releases() -> None:

@@ -17,12 +17,12 @@ import pytest
 from torch import nn
 
 from helpers import TINY, compose
-from iishpo import cli, training
-from iishpo.config import ConfigError
+from iishpo import cli
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
+from iishpo.jobs.stage import TRIALS, StageKey, run_stage
 from iishpo.optimizers import REGISTRY
-from iishpo.space import (
+from iishpo.search.space import (
     CATEGORICAL,
     FLOAT,
     INT,
@@ -32,8 +32,9 @@ from iishpo.space import (
     build_space,
     parse_space,
 )
-from iishpo.stage import TRIALS, StageKey, run_stage
+from iishpo.settings.config import ConfigError
 from iishpo.store import read_trials
+from iishpo.training import fit as training
 
 
 @cache
@@ -244,7 +245,7 @@ def test_check_rejects_a_malformed_space(override: str, message: str) -> None:
     [
         ("+space.fc_dropuot={type: float, low: 0.0, high: 0.5, per_layer_of: n_fc}",
          "space parameter 'fc_dropuot' is read by no code"),
-        ("~space.l1", "space parameter 'l1' is required by src/iishpo/training.py"),
+        ("~space.l1", "space parameter 'l1' is required by src/iishpo/training/fit.py"),
         # spaces that some optimizer of the study cannot search: SMAC's ConfigSpace cannot
         # normalise this log range, the GA cannot hash lists as choices
         ("space.l1.low=1e-300",

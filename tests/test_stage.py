@@ -25,24 +25,9 @@ import pytest
 import torch
 
 from helpers import TINY, compose, journal_in
-from iishpo import stage as stage_module
-from iishpo.artifacts import (
-    BestTrial,
-    PromotionsRecord,
-    RangesRecord,
-    read_ranges,
-    read_stage,
-    write_record,
-)
-from iishpo.config import Settings
 from iishpo.data.splits import ImageSplits, save_splits
-from iishpo.failures import Diverged, TrialFailed
-from iishpo.layout import stage_config
-from iishpo.optimizers import create_optimizer
-from iishpo.ranges import describe
-from iishpo.seeds import Stream, derive_seed
-from iishpo.space import SearchSpace, build_space
-from iishpo.stage import (
+from iishpo.jobs import stage as stage_module
+from iishpo.jobs.stage import (
     SUMMARY,
     TRIALS,
     StageFailed,
@@ -52,8 +37,23 @@ from iishpo.stage import (
     journal_path,
     run_stage,
 )
+from iishpo.narrowing.ranges import describe
+from iishpo.optimizers import create_optimizer
+from iishpo.plan.layout import stage_config
+from iishpo.results.artifacts import (
+    BestTrial,
+    PromotionsRecord,
+    RangesRecord,
+    read_ranges,
+    read_stage,
+    write_record,
+)
+from iishpo.search.space import SearchSpace, build_space
+from iishpo.seeds import Stream, derive_seed
+from iishpo.settings.config import Settings
 from iishpo.store import TrialStore, read_trials
-from iishpo.training import TrainResult
+from iishpo.training.failures import Diverged, TrialFailed
+from iishpo.training.fit import TrainResult
 
 RESOLUTION = 32
 #: the smoke study's standard stage: 4 evaluations at 32 px, at most 2 failures (0.5 x 4)
@@ -241,7 +241,7 @@ def test_a_stage_records_every_evaluation_its_failures_and_its_summary(
     limit of 2 failures is reached, not exceeded. A failed evaluation is told to the
     optimizer as loss 1, takes the clock's time and frees memory; only the bug's
     traceback is logged."""
-    caplog.set_level(logging.INFO, logger="iishpo.stage")
+    caplog.set_level(logging.INFO, logger="iishpo.jobs.stage")
     settings = compose(*TINY)
     stand_in = StandIn(monkeypatch, fail={0: TrialFailed("no usable model"), 2: RuntimeError("a bug")})
     told = told_losses(monkeypatch)
@@ -368,7 +368,7 @@ def test_an_interrupted_stage_resumes_where_it_stopped(
     the last and ends with the trials of an uninterrupted stage. Its elapsed time goes on
     from the last kept trial's (rounded) one: the clock of the second process starts
     afresh."""
-    caplog.set_level(logging.INFO, logger="iishpo.stage")
+    caplog.set_level(logging.INFO, logger="iishpo.jobs.stage")
     settings = compose(*TINY)
     StandIn(monkeypatch)
     run_stage(settings, KEY, data_file, None, tmp_path / "reference")
@@ -437,7 +437,7 @@ def test_a_finished_journal_rewrites_lost_outputs_and_a_longer_one_is_refused(
 def test_journals_of_other_inputs_are_kept_and_not_resumed(
     data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="iishpo.stage")
+    caplog.set_level(logging.INFO, logger="iishpo.jobs.stage")
     out = tmp_path / "out"
     out.mkdir()
     others = [out / f"trials.journal.{digits * 16}.jsonl" for digits in "01"]

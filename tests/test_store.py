@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, compose
-from iishpo.artifacts import (
+from iishpo.narrowing.ranges import describe
+from iishpo.results.artifacts import (
     BestTrial,
     EvaluationRecord,
     RangesRecord,
@@ -19,9 +20,8 @@ from iishpo.artifacts import (
     read_stage,
     write_record,
 )
-from iishpo.provenance import Provenance
-from iishpo.ranges import describe
-from iishpo.space import build_space
+from iishpo.results.provenance import Provenance
+from iishpo.search.space import build_space
 from iishpo.store import Trial, TrialStore, read_trials
 
 

@@ -18,11 +18,7 @@ import pytest
 from scipy import stats
 
 from helpers import TINY, compose
-from iishpo import figures
-from iishpo.artifacts import EvaluationRecord, StageRecord, write_record
-from iishpo.config import Settings
-from iishpo.figures import PAPER_TABLE1
-from iishpo.layout import (
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     digest,
@@ -32,9 +28,11 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
-from iishpo.provenance import Provenance, provenance
-from iishpo.store import Trial, TrialStore
-from iishpo.summary import (
+from iishpo.results import figures
+from iishpo.results.artifacts import EvaluationRecord, StageRecord, write_record
+from iishpo.results.figures import PAPER_TABLE1
+from iishpo.results.provenance import Provenance, provenance
+from iishpo.results.summary import (
     RunResult,
     StaleResults,
     compared_strategies,
@@ -46,6 +44,8 @@ from iishpo.summary import (
     table1_markdown,
     time_reduction,
 )
+from iishpo.settings.config import Settings
+from iishpo.store import Trial, TrialStore
 
 SEEDS = (0, 1, 2, 3)
 SQRT2 = math.sqrt(2)

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from helpers import CONF, REPO, TINY, compose
-from iishpo import training
-from iishpo.batches import Batches, EpochLoader, TensorSplit, TrainingData
-from iishpo.classifier import Classifier
-from iishpo.failures import Diverged, TrialFailed
-from iishpo.model import build_cnn
-from iishpo.runtime import EXPECTED_WARNINGS, KERNEL_CACHES, QUIET_LOGGERS
-from iishpo.training import evaluate, train
+from iishpo.training import fit as training
+from iishpo.training.batches import Batches, EpochLoader, TensorSplit, TrainingData
+from iishpo.training.classifier import Classifier
+from iishpo.training.failures import Diverged, TrialFailed
+from iishpo.training.fit import evaluate, train
+from iishpo.training.model import build_cnn
+from iishpo.training.runtime import EXPECTED_WARNINGS, KERNEL_CACHES, QUIET_LOGGERS
 from tiny_training import CONFIG, CPU, PixelIsPrediction, brightness_splits
 
 # -- the loss ---------------------------------------------------------------------------
@@ -312,11 +312,11 @@ after_import = snapshot()
 
 # the training commands configure the process before they train; one cache's size is set
 os.environ["LRU_CACHE_CAPACITY"] = "7"
-import iishpo.evaluation, iishpo.stage
+import iishpo.jobs.evaluation, iishpo.jobs.stage
 from iishpo import cli
 seen = {{}}
-iishpo.stage.run_stage = lambda *a, **k: seen.setdefault("run-stage", snapshot())
-iishpo.evaluation.evaluate_test = lambda *a, **k: seen.setdefault("evaluate-test", snapshot())
+iishpo.jobs.stage.run_stage = lambda *a, **k: seen.setdefault("run-stage", snapshot())
+iishpo.jobs.evaluation.evaluate_test = lambda *a, **k: seen.setdefault("evaluate-test", snapshot())
 common = ["--dataset", "synthetic", "--seed", "0", "--data", "x.npz"]
 cli.main(["run-stage", *common, "--optimizer", "random", "--strategy", "standard", "--stage", "0", "--out-dir", "o"])
 for name in CACHES:  # as a fresh process would have them
@@ -346,7 +346,7 @@ def global_state() -> dict[str, Any]:
 
 
 def test_importing_any_module_changes_nothing_global(global_state: dict[str, Any]) -> None:
-    assert {"iishpo.training", "iishpo.stage", "iishpo.memory", "iishpo.runtime"} <= set(global_state["modules"])
+    assert {"iishpo.training.fit", "iishpo.jobs.stage", "iishpo.training.memory", "iishpo.training.runtime"} <= set(global_state["modules"])
     before, after = global_state["before"], global_state["after_import"]
     assert after["env"] == before["env"]
     assert after["levels"] == before["levels"]

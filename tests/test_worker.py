@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from helpers import CONF, REPO, TINY, compose, held, journal_in
-from iishpo import config as config_module
-from iishpo.config import load_settings
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.sources import fetch
-from iishpo.provenance import package_versions
-from iishpo.stage import SUMMARY, TRIALS
+from iishpo.jobs.stage import SUMMARY, TRIALS
+from iishpo.results.provenance import package_versions
+from iishpo.settings import config as config_module
+from iishpo.settings.config import load_settings
 from iishpo.store import read_trials
 from iishpo.worker import SOCKET_VARIABLE, preload
 

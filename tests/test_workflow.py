@@ -22,9 +22,8 @@ import pytest
 import yaml
 
 from helpers import REPO, compose, journal_in
-from iishpo.artifacts import read_evaluation, read_promotions, read_ranges, read_stage
-from iishpo.config import Settings
-from iishpo.layout import (
+from iishpo.jobs.stage import JOURNALS
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     StageKey,
@@ -37,10 +36,11 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
-from iishpo.space import Config, SearchSpace
-from iishpo.stage import JOURNALS
+from iishpo.results.artifacts import read_evaluation, read_promotions, read_ranges, read_stage
+from iishpo.search.space import Config, SearchSpace
+from iishpo.settings.config import Settings
+from iishpo.settings.strategies import STRATEGIES
 from iishpo.store import Trial, read_trials
-from iishpo.strategies import STRATEGIES
 from workflow_runs import STUDY, jobs_in, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from iishpo.config import ConfigError, Settings, load_settings
-from iishpo.runtime import TRAINING_COMMANDS, configure_training
+from iishpo.settings.config import ConfigError, Settings, load_settings
+from iishpo.training.runtime import TRAINING_COMMANDS, configure_training
 
 log = logging.getLogger("iishpo")
 
@@ -88,12 +88,12 @@ def _parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def gpu_slot(settings: Settings) -> Iterator[None]:
-    """Hold a GPU of this machine that no other training job holds (``iishpo.gpus``), unless
+    """Hold a GPU of this machine that no other training job holds (``iishpo.jobs.gpus``), unless
     the trainer is forced onto the CPU; without a GPU the job trains on the CPU."""
     if settings.trainer.accelerator == "cpu":
         yield
         return
-    from iishpo.gpus import gpu_for_job
+    from iishpo.jobs.gpus import gpu_for_job
 
     gpus = settings.resources.gpus
     with gpu_for_job(Path(gpus.lock_dir), gpus.devices, gpus.share):
@@ -107,7 +107,7 @@ def check_optimizers(settings: Settings) -> None:
     Raises :class:`ConfigError` naming the optimizer and what it raised.
     """
     from iishpo.optimizers import create_optimizer
-    from iishpo.space import build_space
+    from iishpo.search.space import build_space
 
     study = settings.study
     space = build_space(settings.space, study.ladder[-1])
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in TRAINING_COMMANDS:
         configure_training()
     if args.command == "check":
-        from iishpo.layout import runs, stages
+        from iishpo.plan.layout import runs, stages
 
         study = settings.study
         print(json.dumps({"study": study.name, "runs": [
@@ -172,15 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 1
     elif args.command == "run-stage":
-        from iishpo.stage import StageKey, run_stage
+        from iishpo.jobs.stage import StageKey, run_stage
 
         key = StageKey(args.dataset, args.optimizer, args.strategy, args.seed, args.stage)
         with gpu_slot(settings):
             run_stage(settings, key, args.data, args.handoff, args.out_dir)
     elif args.command == "extract-ranges":
-        from iishpo.artifacts import RangesRecord, write_record
-        from iishpo.layout import digest, ranges_config
-        from iishpo.ranges import describe, extract
+        from iishpo.narrowing.ranges import describe, extract
+        from iishpo.plan.layout import digest, ranges_config
+        from iishpo.results.artifacts import RangesRecord, write_record
         from iishpo.store import read_trials
 
         space, initial = extract(read_trials(args.trials), settings.study.ranges, settings.space, args.resolution)
@@ -190,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         ))
         log.info("ranges for %d px: %s", args.resolution, json.dumps(describe(space)))
     elif args.command == "promote-configs":
-        from iishpo.artifacts import PromotionsRecord, write_record
-        from iishpo.halving import promote
-        from iishpo.layout import digest, promotions_config
+        from iishpo.plan.layout import digest, promotions_config
+        from iishpo.results.artifacts import PromotionsRecord, write_record
+        from iishpo.settings.halving import promote
         from iishpo.store import read_trials
 
         promoted = promote(read_trials(args.trials), args.promote)
@@ -203,13 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         ))
         log.info("promoted to %d px: trials %s", args.resolution, [t.number for t in promoted])
     elif args.command == "evaluate-test":
-        from iishpo.evaluation import evaluate_test
+        from iishpo.jobs.evaluation import evaluate_test
 
         with gpu_slot(settings):
             evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
     elif args.command == "summarize":
-        from iishpo.layout import Layout
-        from iishpo.summary import StaleResults, summarize
+        from iishpo.plan.layout import Layout
+        from iishpo.results.summary import StaleResults, summarize
 
         try:
             summarize(settings, args.results)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(Layout(args.results).summary_markdown.read_text())
     elif args.command == "analyze-importance":
-        from iishpo.analysis import StaleStages, analyze_importance
+        from iishpo.results.analysis import StaleStages, analyze_importance
 
         try:
             written = analyze_importance(settings, args.results, args.dataset)
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "export-optuna":
         import optuna
 
-        from iishpo.export import ExportRefused, export_study
+        from iishpo.results.export import ExportRefused, export_study
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the export logs what it writes
         try:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"iishpo: {err}", file=sys.stderr)
             return 1
     elif args.command == "record-configuration":
-        from iishpo.provenance import provenance
+        from iishpo.results.provenance import provenance
         from iishpo.store import write_json_atomic
 
         # the study as a whole: no device and no single seed (each job's files record theirs)

@@ -187,12 +187,12 @@ def preload(overrides: Sequence[str] = ()) -> None:
     do not survive ``fork``).
     """
     import iishpo.cli
-    import iishpo.evaluation
-    import iishpo.stage  # noqa: F401  (torch, Lightning)
-    from iishpo.config import ConfigError, load_settings
+    import iishpo.jobs.evaluation
+    import iishpo.jobs.stage  # noqa: F401  (torch, Lightning)
     from iishpo.optimizers import algorithm
-    from iishpo.provenance import package_versions
-    from iishpo.runtime import look_up_entry_points_once
+    from iishpo.results.provenance import package_versions
+    from iishpo.settings.config import ConfigError, load_settings
+    from iishpo.training.runtime import look_up_entry_points_once
 
     package_versions()
     look_up_entry_points_once()

@@ -247,8 +247,8 @@ def kit() -> SimpleNamespace:
 def flowers_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The real 102 Flowers mirror the flowers-cpu study reads (relative to paths.root, so
     found from any working directory); the test skips, naming the path, where it is missing."""
-    from iishpo.config import compose_config
     from iishpo.data.paths import ROOT_ENV, resolve_paths
+    from iishpo.settings.config import compose_config
 
     conf = Path(__file__).resolve().parents[2] / "conf"
     monkeypatch.chdir(tmp_path)  # the study's relative mirror path does not depend on this

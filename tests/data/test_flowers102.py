@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iishpo.config import compose_config
 from iishpo.data import download, sources
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.splits import load_splits
+from iishpo.settings.config import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"

@@ -13,11 +13,11 @@ import scipy.io
 import torch
 
 from helpers import compose
-from iishpo.batches import TrainingData
 from iishpo.data import download, sources
 from iishpo.data.prepare import prepare_dataset
 from iishpo.data.splits import load_splits
-from iishpo.training import evaluate, train
+from iishpo.training.batches import TrainingData
+from iishpo.training.fit import evaluate, train
 
 EMOTIONS = {"anger": 10, "happy": 20, "surprise": 7}
 #: the README's recipe for your own photographs ("Bring your own images")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from iishpo.config import compose_config
 from iishpo.data import sources
 from iishpo.data.paths import ROOT_ENV, resolve_paths
+from iishpo.settings.config import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"

@@ -174,9 +174,9 @@ def _validation_accuracy(paths: dict[int, Path], seed: int) -> dict[int, float]:
     the default study's trainer settings on one CPU thread."""
     import torch
 
-    from iishpo.batches import TrainingData
-    from iishpo.device import device_for
-    from iishpo.training import train
+    from iishpo.training.batches import TrainingData
+    from iishpo.training.device import device_for
+    from iishpo.training.fit import train
 
     trainer = compose().trainer
     threads = torch.get_num_threads()

@@ -3,7 +3,7 @@ it there however fast the machine trains, instead of hoping that it is still bus
 
 Python imports this module at start-up in every process that has this directory on
 ``PYTHONPATH`` (``held`` in tests/helpers.py). It patches ``Classifier.training_step``
-when ``iishpo.classifier`` is first imported, so in a warm worker too, whose forked jobs
+when ``iishpo.training.classifier`` is first imported, so in a warm worker too, whose forked jobs
 inherit the patch. A process whose environment names a file in ``$IISHPO_TEST_HOLD``
 creates that file in the first epoch of its second training (the first trial is in the
 journal by then) and waits there for a signal: SIGTERM and SIGINT stop the stage as
@@ -45,10 +45,10 @@ def hold_the_second_training(classifier: Any) -> None:
 
 
 class PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds ``iishpo.classifier`` as usual, and patches it once it is executed."""
+    """Finds ``iishpo.training.classifier`` as usual, and patches it once it is executed."""
 
     def find_spec(self, name: str, path: Sequence[str] | None, target: ModuleType | None = None) -> ModuleSpec | None:
-        if name != "iishpo.classifier":
+        if name != "iishpo.training.classifier":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

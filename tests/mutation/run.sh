@@ -18,27 +18,27 @@ mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 
 # The files each module's mutants live in, and the tests that are to kill them.
 case $module in
-  ranges) mutate=(ranges.py); tests=(tests/test_ranges.py) ;;
-  evidence) mutate=(evidence.py); tests=(tests/test_evidence.py) ;;
-  model) mutate=(model.py); tests=(tests/test_model.py) ;;
-  space) mutate=(space.py); tests=(tests/test_space.py) ;;
+  ranges) mutate=(narrowing/ranges.py); tests=(tests/test_ranges.py) ;;
+  evidence) mutate=(narrowing/evidence.py); tests=(tests/test_evidence.py) ;;
+  model) mutate=(training/model.py plan/memory_estimate.py); tests=(tests/test_model.py) ;;
+  space) mutate=(search/space.py); tests=(tests/test_space.py) ;;
   # The import-time tests of test_training.py run iishpo in a child process, which mutmut
   # neither mutates nor attributes to a mutant (and which imports the installed package).
   # One torch thread: mutmut forks each mutant's run from a process that has trained, and
   # a fork's first parallel convolution waits forever for OpenMP threads it does not have.
-  training) mutate=(training.py classifier.py); tests=(tests/test_training.py tests/test_classifier.py
+  training) mutate=(training/fit.py training/classifier.py); tests=(tests/test_training.py tests/test_classifier.py
       --deselect tests/test_training.py::test_importing_any_module_changes_nothing_global
       --deselect tests/test_training.py::test_the_training_commands_configure_the_process_first)
     export OMP_NUM_THREADS=1 ;;
-  evaluation) mutate=(evaluation.py); tests=(tests/test_evaluation.py) ;;
-  summary) mutate=(summary.py); tests=(tests/test_summary.py) ;;
-  comparison) mutate=(comparison.py); tests=(tests/test_comparison.py) ;;
+  evaluation) mutate=(jobs/evaluation.py); tests=(tests/test_evaluation.py) ;;
+  summary) mutate=(results/summary.py); tests=(tests/test_summary.py) ;;
+  comparison) mutate=(results/comparison.py); tests=(tests/test_comparison.py) ;;
   # Its real trial stores are trained in the process mutmut forks from: one torch thread,
   # as for training.
-  importance) mutate=(importance.py); tests=(tests/test_importance.py)
+  importance) mutate=(results/importance.py); tests=(tests/test_importance.py)
     export OMP_NUM_THREADS=1 ;;
   # The stage's tests train stand-ins; test_halving.py checks the promotions a stage reads.
-  stage) mutate=(stage.py); tests=(tests/test_stage.py tests/test_seeds.py
+  stage) mutate=(jobs/stage.py); tests=(tests/test_stage.py tests/test_seeds.py
       tests/test_halving.py::test_a_promoted_stage_starts_from_the_promoted_configurations) ;;
   # The settings are checked where the configuration is loaded, test_config.py. A full run
   # takes hours on 2 cores: name a part, e.g. 'iishpo.optimizers.settings.*'.

@@ -33,7 +33,6 @@ import pytest
 import yaml
 
 from iishpo.cli import check_optimizers
-from iishpo.config import ConfigError, load_settings
 from iishpo.optimizers import (
     GROUP,
     Optimizer,
@@ -45,7 +44,8 @@ from iishpo.optimizers import (
 )
 from iishpo.optimizers.hyperopt_search import TPE
 from iishpo.optimizers.settings import TPE_GOOD_CAP
-from iishpo.space import CATEGORICAL, FLOAT, INT, Config, Param, SearchSpace, build_space
+from iishpo.search.space import CATEGORICAL, FLOAT, INT, Config, Param, SearchSpace, build_space
+from iishpo.settings.config import ConfigError, load_settings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NAMES = sorted(Registry(CONF))
@@ -517,7 +517,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from iishpo.optimizers import Optimizer, OptimizerSettings
-from iishpo.space import CATEGORICAL, Config
+from iishpo.search.space import CATEGORICAL, Config
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,20 @@
 # Configuration (validated at load, before any job), the study's layout, and what each
-# job depends on (src/iishpo/layout.py owns all three); what each strategy's stages are and
-# hand on comes from src/iishpo/strategies.py.
+# job depends on (src/iishpo/plan/layout.py owns all three); what each strategy's stages are and
+# hand on comes from src/iishpo/settings/strategies.py.
 import shlex
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from iishpo.config import ConfigError, load_settings, overrides_from_mapping
-from iishpo.resources import evaluation_runtime, training_mem_mb, training_runtime
-from iishpo.layout import (
+from iishpo.settings.config import ConfigError, load_settings, overrides_from_mapping
+from iishpo.plan.job_resources import evaluation_runtime, training_mem_mb, training_runtime
+from iishpo.plan.layout import (
     Layout, RunKey, StageKey, dataset_config, digest, evaluation_config, promotion,
     promotions_config, ranges_config, remaining_work, result_stages, runs, stage_config, stages,
     summary_config,
 )
-from iishpo.strategies import PROMOTIONS, RANGES, STRATEGIES
+from iishpo.settings.strategies import PROMOTIONS, RANGES, STRATEGIES
 
 OVERRIDES = overrides_from_mapping(config)
 # conf/ sits next to the Snakefile that was started (./Snakefile or workflow/Snakefile).
@@ -117,7 +117,7 @@ def result_trials(wildcards):
     return [str(LAYOUT.trials(plan.key)) for plan in result_stages(STUDY, run_key(wildcards))]
 
 
-# What each job asks of the machine or cluster (conf/resources; src/iishpo/resources.py).
+# What each job asks of the machine or cluster (conf/resources; src/iishpo/plan/job_resources.py).
 # Light jobs get fixed values; training jobs are sized from the prepared data they read.
 LIGHT = SETTINGS.resources.light
 TRAINING = SETTINGS.resources.training

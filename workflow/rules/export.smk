@@ -1,5 +1,5 @@
 # Optional target: the study's runs as Optuna studies for optuna-dashboard, after the whole
-# study (summary included): `snakemake --cores all optuna` (src/iishpo/export.py).
+# study (summary included): `snakemake --cores all optuna` (src/iishpo/results/export.py).
 
 
 rule optuna:

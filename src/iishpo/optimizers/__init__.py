@@ -17,9 +17,10 @@ from typing import Any
 
 import yaml
 
+from iishpo.conf import conf_dir
 from iishpo.optimizers.base import Optimizer
 from iishpo.optimizers.settings import OptimizerSettings
-from iishpo.space import Config, SearchSpace
+from iishpo.search.space import Config, SearchSpace
 from iishpo.typed import SettingsError, build
 
 #: the configuration group of the optimizers: ``conf/optimizer/<name>.yaml``
@@ -106,8 +107,6 @@ class Registry(Mapping[str, type[OptimizerSettings]]):
 
     def _table(self) -> dict[str, type[OptimizerSettings]]:
         if self._found is None:
-            from iishpo.config import conf_dir  # imported here: iishpo.config imports this package
-
             conf = self._conf or conf_dir()
             self._found = {
                 name: settings_class(yaml.safe_load((conf / GROUP / f"{name}.yaml").read_text()) or {},

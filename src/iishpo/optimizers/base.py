@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from iishpo.optimizers.settings import OptimizerSettings
-from iishpo.space import Config, SearchSpace
+from iishpo.search.space import Config, SearchSpace
 
 S = TypeVar("S", bound=OptimizerSettings)
 

@@ -25,7 +25,7 @@ One generation after the other, one individual per ``ask()``:
 * Mutation: each gene with probability ``gene_mutation_prob``: numeric genes move by a
   Gaussian step of ``mutation_sigma`` times their range, on the log scale where the
   parameter has one (integers on a range widened by half a step, so end points are
-  reachable: :meth:`~iishpo.space.Param.to_unit`), then are clipped and rounded;
+  reachable: :meth:`~iishpo.search.space.Param.to_unit`), then are clipped and rounded;
   categorical genes switch to another choice.
 * A child identical to a configuration already proposed is mutated again (a few tries),
   since training the same network twice wastes a stage evaluation.
@@ -52,7 +52,7 @@ from deap import base, tools
 
 from iishpo.optimizers.base import Optimizer
 from iishpo.optimizers.settings import GASettings
-from iishpo.space import CATEGORICAL, Config, Param
+from iishpo.search.space import CATEGORICAL, Config, Param
 
 #: how often a duplicate child is mutated again before it is accepted as it is
 _MAX_NOVELTY_TRIES = 20

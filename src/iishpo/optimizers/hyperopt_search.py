@@ -17,8 +17,8 @@ from hyperopt.base import JOB_STATE_DONE, STATUS_OK, Domain, Trials
 
 from iishpo.optimizers.base import Optimizer, S, bounded_history
 from iishpo.optimizers.settings import TPE_GOOD_CAP, RandomSettings, TPESettings
+from iishpo.search.space import CATEGORICAL, INT, Config, Param
 from iishpo.seeds import Stream, derive_seed
-from iishpo.space import CATEGORICAL, INT, Config, Param
 
 
 class _HyperoptOptimizer(Optimizer[S]):

@@ -76,7 +76,7 @@ from smac.runhistory.runhistory import RunHistory
 
 from iishpo.optimizers.base import Optimizer, bounded_history
 from iishpo.optimizers.settings import SMACSettings
-from iishpo.space import CATEGORICAL, FLOAT, Config, Param, SearchSpace
+from iishpo.search.space import CATEGORICAL, FLOAT, Config, Param, SearchSpace
 
 #: how often a repeated proposal is answered from the cache before falling back to random
 _MAX_REPEATS = 100

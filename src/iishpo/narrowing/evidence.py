@@ -37,7 +37,7 @@ from typing import Any
 
 from scipy import stats
 
-from iishpo.space import INT, Param
+from iishpo.search.space import INT, Param
 
 
 def unit(p: Param, value: float) -> float:

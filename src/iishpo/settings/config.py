@@ -24,18 +24,19 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from iishpo.conf import CONF_ENV, conf_dir
 from iishpo.data import sources
 from iishpo.data.paths import resolve_paths
-from iishpo.hyperparameters import check_reads
 from iishpo.optimizers import GROUP, OptimizerSettings, build_settings, optimizer_names
-from iishpo.resources import Resources
-from iishpo.resources import from_config as resources_from_config
-from iishpo.space import parse_space
-from iishpo.strategies import STRATEGIES
+from iishpo.search.hyperparameters import check_reads
+from iishpo.search.space import parse_space
+from iishpo.settings.resources import Resources
+from iishpo.settings.resources import from_config as resources_from_config
+from iishpo.settings.strategies import STRATEGIES
 from iishpo.typed import SettingsError, build
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-#: "auto" (iishpo.device.precision_for) and the precisions Lightning's Trainer takes as
+#: "auto" (iishpo.training.device.precision_for) and the precisions Lightning's Trainer takes as
 #: strings, aliases included: checked here so that a typo fails at load, not at the first
 #: training (tests/test_config.py holds the list against Lightning's own)
 PRECISIONS = (
@@ -43,9 +44,6 @@ PRECISIONS = (
     "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
 )
 TEST_METRICS = ("accuracy", "mean_class_accuracy")
-#: environment variable naming the configuration directory (default: ./conf)
-CONF_ENV = "IISHPO_CONF"
-
 T = TypeVar("T")
 
 
@@ -54,7 +52,7 @@ class ConfigError(ValueError):
 
 
 #: range-extraction rules: "evidence" narrows a parameter only as far as the trials show it
-#: matters (iishpo.evidence); "hull" keeps the best trials' [min, max] plus a margin
+#: matters (iishpo.narrowing.evidence); "hull" keeps the best trials' [min, max] plus a margin
 RANGE_RULES = ("evidence", "hull")
 
 
@@ -107,7 +105,7 @@ class Trainer:
     threads: int
     eval_batch_size: int
     #: most memory (MB) one evaluation may need beyond the data set, estimated from the
-    #: configuration before training (see ``iishpo.memory.estimate_memory_mb``); a
+    #: configuration before training (see ``iishpo.plan.memory_estimate.estimate_memory_mb``); a
     #: configuration over it fails as a trial. ``None``: no limit.
     memory_limit_mb: float | None
 
@@ -136,10 +134,6 @@ class Settings:
     paths: dict[str, str]
     overrides: tuple[str, ...]
     resolved: dict[str, Any]
-
-
-def conf_dir() -> Path:
-    return Path(os.environ.get(CONF_ENV, "conf")).resolve()
 
 
 #: Hydra's compositions made in this process, by everything that determines them (see

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iishpo.config import Settings
+    from iishpo.settings.config import Settings
 
 PACKAGES = (
     "iishpo", "torch", "lightning", "hyperopt", "deap", "smac", "numpy", "hydra-core",
@@ -100,7 +100,7 @@ def provenance(
 def training_provenance(settings: Settings, device: Any, seed: int) -> Provenance:
     """A training job's provenance: the device it trained on and Lightning's precision there
     (``auto`` resolves per device, so the record says which one the trainings had)."""
-    from iishpo.device import precision_for
+    from iishpo.training.device import precision_for
 
     return provenance(
         settings.resolved, settings.overrides, device=device_description(device), seed=seed,

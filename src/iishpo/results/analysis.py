@@ -2,9 +2,9 @@
 ``independent`` runs (the whole budget at every ladder resolution, from the full space).
 
 Per data set, the trials of every optimizer and seed at one resolution are pooled (as in
-the paper) for fANOVA (:mod:`iishpo.importance`) and Fig. 2; Figs. 3 and 4 keep the
+the paper) for fANOVA (:mod:`iishpo.results.importance`) and Fig. 2; Figs. 3 and 4 keep the
 optimizers apart. Outputs under ``results/<study>/importance/<dataset>/`` (paths from
-:class:`iishpo.layout.Layout`): ``importance.md`` (top-5 and top-10 subsets per resolution
+:class:`iishpo.plan.layout.Layout`): ``importance.md`` (top-5 and top-10 subsets per resolution
 and their overlap), ``importance.csv`` (every subset's share at every resolution) and the
 three figures as PNG and SVG. A stage made under another configuration is refused, as in
 the summary.
@@ -16,11 +16,11 @@ import csv
 import io
 from pathlib import Path
 
-from iishpo import figures
-from iishpo.artifacts import read_stage
-from iishpo.config import Settings
-from iishpo.importance import importance_by_resolution, importance_rows, markdown
-from iishpo.layout import Layout, digest, independent_runs, stage_config, stages
+from iishpo.plan.layout import Layout, digest, independent_runs, stage_config, stages
+from iishpo.results import figures
+from iishpo.results.artifacts import read_stage
+from iishpo.results.importance import importance_by_resolution, importance_rows, markdown
+from iishpo.settings.config import Settings
 from iishpo.store import Trial, read_trials, write_atomic
 
 IMPORTANCE_FIELDS = ["resolution", "n_trials", "subset", "size", "explained_variance"]

@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch.plugins.precision import Precision
 from torch import nn
 
-from iishpo.batches import Epoch
-from iishpo.failures import Diverged
+from iishpo.training.batches import Epoch
+from iishpo.training.failures import Diverged
 
 
 class Classifier(L.LightningModule):
@@ -21,7 +21,7 @@ class Classifier(L.LightningModule):
 
     Lightning's per-step and per-epoch machinery is a large share of an epoch at 8-32 px,
     so the module does the little it needs itself: one Lightning step per epoch (see
-    :class:`~iishpo.batches.EpochLoader`) runs the optimization steps over that epoch's
+    :class:`~iishpo.training.batches.EpochLoader`) runs the optimization steps over that epoch's
     mini-batches (manual optimization) and then the validation, in evaluation mode without
     autograd, and stops early on the error it computes (no validation loop, no ``self.log``,
     no result collection, no callback). The arithmetic and its order are those of
@@ -44,7 +44,7 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The net's logits. A ``*-true`` precision (``64-true``, ``bf16-true``) has cast
         the weights; the images are cast to match, as Lightning's own loops cast a batch
-        (they never see these batches: see :class:`~iishpo.batches.EpochLoader`)."""
+        (they never see these batches: see :class:`~iishpo.training.batches.EpochLoader`)."""
         return self.net(x.to(self._weights[0].dtype) if self._weights else x)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -4,9 +4,9 @@ and score a trained model on a split.
 Many trainings run in one process, so everything per-step that Lightning would add on a
 tiny CPU workload is switched off (``barebones``: no progress bar, logger, checkpoints,
 model summary or logging; the module steps its optimizer through each epoch, validates
-and stops early itself, see :class:`~iishpo.classifier.Classifier`), the images live in memory as
-one tensor per split (:mod:`iishpo.batches`), and each trial's objects are dropped before
-the next one starts (:mod:`iishpo.memory`).
+and stops early itself, see :class:`~iishpo.training.classifier.Classifier`), the images live in memory as
+one tensor per split (:mod:`iishpo.training.batches`), and each trial's objects are dropped before
+the next one starts (:mod:`iishpo.training.memory`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,21 @@ import lightning as L
 import numpy as np
 import torch
 
-from iishpo.batches import Batches, EpochLoader, TensorSplit, TrainingData
-from iishpo.classifier import Classifier
-from iishpo.config import Trainer as TrainerSettings
-from iishpo.device import precision_for
-from iishpo.failures import TrialFailed
-from iishpo.hyperparameters import HyperparameterNames
-from iishpo.memory import allocation_failures_as_out_of_memory, check_memory_limit, release_memory
-from iishpo.model import build_cnn
+from iishpo.search.hyperparameters import HyperparameterNames
+from iishpo.settings.config import Trainer as TrainerSettings
+from iishpo.training.batches import Batches, EpochLoader, TensorSplit, TrainingData
+from iishpo.training.classifier import Classifier
+from iishpo.training.device import precision_for
+from iishpo.training.failures import TrialFailed
+from iishpo.training.memory import (
+    allocation_failures_as_out_of_memory,
+    check_memory_limit,
+    release_memory,
+)
+from iishpo.training.model import build_cnn
 
 #: what :func:`train` reads of a configuration itself, the network's names aside (those are
-#: :data:`iishpo.model.READS`); literals, read from source: :mod:`iishpo.hyperparameters`
+#: :data:`iishpo.training.model.READS`); literals, read from source: :mod:`iishpo.search.hyperparameters`
 READS = HyperparameterNames(required=("learning_rate", "batch_size", "l1", "l2"))
 
 
@@ -63,7 +67,7 @@ def train(
 ) -> tuple[TrainResult, Classifier]:
     """Train until early stopping; the returned model holds the best validation weights.
 
-    Raises :class:`~iishpo.failures.TrialFailed` (a subclass naming the cause) when no
+    Raises :class:`~iishpo.training.failures.TrialFailed` (a subclass naming the cause) when no
     usable model comes out: over the memory limit, out of memory, diverged.
     """
     train_split = train_split or data.tensors["train"]

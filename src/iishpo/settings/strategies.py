@@ -10,7 +10,7 @@ importance analysis (Experiment 1), and how the summary and Fig. 5 show it.
 Successive halving's stages are the rungs of the ladder, each handing the next its
 :data:`PROMOTIONS` (the best 1/eta of the rung's configurations, written by a rule of its
 own and read by ``run-stage``); Hyperband's are its brackets' rungs in sequence, the
-promotions file at a bracket's end empty, saying "start afresh" (:mod:`iishpo.halving`).
+promotions file at a bracket's end empty, saying "start afresh" (:mod:`iishpo.settings.halving`).
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from iishpo.halving import (
+from iishpo.settings.halving import (
     halving_rungs,
     hyperband_brackets,
     smallest_halving_budget,
     smallest_hyperband_budget,
 )
 
-if TYPE_CHECKING:  # iishpo.config builds the study from this table
-    from iishpo.config import Study
+if TYPE_CHECKING:  # iishpo.settings.config builds the study from this table
+    from iishpo.settings.config import Study
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,11 @@ class Handoff:
 
 
 #: range extraction: the narrowed space and the starting points for the next stage
-#: (rule ``extract_ranges``, :mod:`iishpo.ranges`)
+#: (rule ``extract_ranges``, :mod:`iishpo.narrowing.ranges`)
 RANGES = Handoff("ranges.json", "--ranges")
 
 #: successive halving and Hyperband: the configurations the next rung trains again, or none
-#: (a new bracket: the optimizer proposes) (rule ``promote_configs``, :mod:`iishpo.halving`)
+#: (a new bracket: the optimizer proposes) (rule ``promote_configs``, :mod:`iishpo.settings.halving`)
 PROMOTIONS = Handoff("promotions.json", "--promotions")
 
 #: the strategy every compared one is measured against, paired by seed

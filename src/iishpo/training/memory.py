@@ -1,5 +1,5 @@
 """Memory of one training: the estimate checked against ``trainer.memory_limit_mb``,
-allocation failures turned into :class:`~iishpo.failures.OutOfMemory`, and the release of
+allocation failures turned into :class:`~iishpo.training.failures.OutOfMemory`, and the release of
 a finished training's objects so that a stage of many trainings stays flat."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from iishpo.failures import MemoryLimitExceeded, OutOfMemory, TrialFailed
-from iishpo.model import estimate_memory_mb
+from iishpo.plan.memory_estimate import estimate_memory_mb
+from iishpo.training.failures import MemoryLimitExceeded, OutOfMemory, TrialFailed
 
 #: what PyTorch's allocators say when they raise a plain RuntimeError instead of
 #: ``torch.OutOfMemoryError``: the CPU allocator on Linux/macOS and on Windows, and MPS

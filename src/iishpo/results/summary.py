@@ -4,15 +4,15 @@ seeds, progress (Fig. 5).
 Outputs, all under ``results/<study>/``: ``runs.csv`` (one row per run), ``summary.csv``
 and ``summary.md`` (mean and std over seeds, the time reductions, and every compared
 strategy against ``standard`` paired by seed), ``comparisons.csv`` (those comparisons,
-one row per data set, optimizer, strategy and metric; :mod:`iishpo.comparison`),
+one row per data set, optimizer, strategy and metric; :mod:`iishpo.results.comparison`),
 ``table1.md`` (Table 1 in minutes, the paper's numbers beside ours in the ``paper``
 study), ``metrics.json`` (for ``dvc metrics diff``), ``progress/<dataset>.csv`` (best
 validation error so far per evaluation, mean over seeds, one row per evaluation and
 ``<optimizer>-<strategy>`` series, for ``dvc plots diff``) and Fig. 5 per data set under
-``figures/``. Paths come from :class:`iishpo.layout.Layout`.
+``figures/``. Paths come from :class:`iishpo.plan.layout.Layout`.
 
 ``independent`` runs (Experiment 1) have no test score and are not summarized here; see
-:mod:`iishpo.analysis`. A study whose stage or test files were made under another
+:mod:`iishpo.results.analysis`. A study whose stage or test files were made under another
 configuration than the current one (their recorded ``config_digest`` differs) is not
 summarized: the error names the files (:class:`StaleResults`).
 """
@@ -27,11 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iishpo import figures
-from iishpo.artifacts import read_evaluation, read_stage
-from iishpo.comparison import MIN_SEEDS, PairedComparison, compare_paired
-from iishpo.config import Settings
-from iishpo.layout import (
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     digest,
@@ -41,8 +37,12 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
+from iishpo.results import figures
+from iishpo.results.artifacts import read_evaluation, read_stage
+from iishpo.results.comparison import MIN_SEEDS, PairedComparison, compare_paired
+from iishpo.settings.config import Settings
+from iishpo.settings.strategies import BASELINE, STRATEGIES
 from iishpo.store import read_trials, write_atomic, write_json_atomic
-from iishpo.strategies import BASELINE, STRATEGIES
 
 #: what the comparisons compare, in the order of the summary
 COMPARED_METRICS = ("wall_time", "best_val_error", "test_score")
@@ -146,7 +146,7 @@ def time_reduction(rows: list[dict], dataset: str, optimizer: str, strategy: str
 
 def compared_strategies(strategies: Sequence[str]) -> list[str]:
     """The strategies of ``strategies`` that are compared with the baseline (none without
-    it), in the order of :data:`~iishpo.strategies.STRATEGIES`."""
+    it), in the order of :data:`~iishpo.settings.strategies.STRATEGIES`."""
     if BASELINE not in strategies:
         return []
     return [name for name, strategy in STRATEGIES.items() if strategy.compared and name in strategies]

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from iishpo.space import CATEGORICAL, INT, Param, SearchSpace, build_space
+from iishpo.search.space import CATEGORICAL, INT, Param, SearchSpace, build_space
 from iishpo.store import Trial
 
 #: Forest settings shared with Optuna's evaluator (its defaults), so both fit the same forest.

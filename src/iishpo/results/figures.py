@@ -26,9 +26,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from iishpo.importance import Importance, subset_name
+from iishpo.results.importance import Importance, subset_name
+from iishpo.settings.strategies import BASELINE, STRATEGIES
 from iishpo.store import Trial
-from iishpo.strategies import BASELINE, STRATEGIES
 
 #: Fixed colours of the known optimizers (matplotlib's tab10); others follow in name order.
 OPTIMIZER_COLOURS = {"random": "#1f77b4", "tpe": "#ff7f0e", "ga": "#2ca02c", "smac": "#d62728"}
@@ -268,7 +268,7 @@ def on_time_grid(times: Sequence[float], values: Sequence[float], grid: np.ndarr
 def progress_figure(runs: Sequence[RunTrials], title: str, stem: Path, n_time_points: int = 200) -> list[Path]:
     """Fig. 5: best validation error so far (current stage) against evaluations (left) and
     wall time (right), one row per optimizer, each strategy in its line style
-    (:data:`iishpo.strategies.STRATEGIES`), mean over seeds with a +-1 std band; dotted
+    (:data:`iishpo.settings.strategies.STRATEGIES`), mean over seeds with a +-1 std band; dotted
     vertical lines mark where IIS stages begin (mean time over seeds on the right)."""
     if not runs:
         raise ValueError("progress_figure needs at least one run")

@@ -8,7 +8,7 @@ another format, or with missing or unknown fields, is a ``ValueError`` naming th
 so a results folder from an incompatible version is never half-read.
 
 Every record carries ``config_digest``, the fingerprint of the configuration slice its
-job read (:mod:`iishpo.layout`), so a reader can tell whether it is current.
+job read (:mod:`iishpo.plan.layout`), so a reader can tell whether it is current.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from iishpo.provenance import Provenance
-from iishpo.space import Config, SearchSpace
+from iishpo.results.provenance import Provenance
+from iishpo.search.space import Config, SearchSpace
 from iishpo.store import write_json_atomic
 
 FORMAT = 1

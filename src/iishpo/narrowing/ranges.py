@@ -4,7 +4,7 @@ The good trials are the best ``top_fraction`` of the successful ones (at least
 ``min_trials``). Two rules turn them into ranges (``study.ranges.rule``):
 
 * ``evidence`` (the default, :func:`narrow_by_evidence`): a parameter is narrowed only
-  as far as the good trials' values differ from the others' (:mod:`iishpo.evidence`).
+  as far as the good trials' values differ from the others' (:mod:`iishpo.narrowing.evidence`).
 * ``hull`` (:func:`narrow_to_best`, the rule of earlier versions): numeric parameters get ``[min, max]``
 of those trials, widened by ``margin`` times the width (in log space for log-scaled ones)
 and clipped to the full range; categorical parameters keep only the values those trials
@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from iishpo.config import RangeExtraction
-from iishpo.evidence import keep_choices, narrow_numeric
-from iishpo.space import CATEGORICAL, INT, Config, Param, SearchSpace, build_space
+from iishpo.narrowing.evidence import keep_choices, narrow_numeric
+from iishpo.search.space import CATEGORICAL, INT, Config, Param, SearchSpace, build_space
+from iishpo.settings.config import RangeExtraction
 from iishpo.store import Trial, ranked
 
 

@@ -56,17 +56,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudySummary
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from iishpo.artifacts import (
-    EvaluationRecord,
-    RangesRecord,
-    StageRecord,
-    read_evaluation,
-    read_ranges,
-    read_stage,
-)
-from iishpo.config import Settings
-from iishpo.failures import failure_cause
-from iishpo.layout import (
+from iishpo.plan.layout import (
     Layout,
     RunKey,
     StagePlan,
@@ -77,9 +67,19 @@ from iishpo.layout import (
     stage_config,
     stages,
 )
-from iishpo.space import CATEGORICAL, INT, Param, build_space
+from iishpo.results.artifacts import (
+    EvaluationRecord,
+    RangesRecord,
+    StageRecord,
+    read_evaluation,
+    read_ranges,
+    read_stage,
+)
+from iishpo.search.space import CATEGORICAL, INT, Param, build_space
+from iishpo.settings.config import Settings
+from iishpo.settings.strategies import RANGES, STRATEGIES
 from iishpo.store import Trial, read_trials
-from iishpo.strategies import RANGES, STRATEGIES
+from iishpo.training.failures import failure_cause
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from iishpo.data.splits import ImageSplits
 
 class TensorSplit:
     """Images of one split as a float tensor on the training device, normalised once, in
-    the channels-last memory format that the models use (see :func:`iishpo.training.train`)."""
+    the channels-last memory format that the models use (see :func:`iishpo.training.fit.train`)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, device: torch.device, mean: float, std: float):
         images = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
@@ -57,7 +57,7 @@ class Epoch(NamedTuple):
 
 class EpochLoader:
     """The training loader Lightning sees: one item per epoch, an :class:`Epoch`, which
-    :meth:`iishpo.classifier.Classifier.training_step` steps through and validates itself.
+    :meth:`iishpo.training.classifier.Classifier.training_step` steps through and validates itself.
 
     Lightning's loop around each of its steps (fetching, batch transfer, hooks, progress)
     cost about 1 ms, a sixth of an optimization step of a small CNN at 16 px on a CPU, and

@@ -50,22 +50,28 @@ from typing import Self
 
 import torch
 
-from iishpo.artifacts import BestTrial, StageRecord, read_promotions, read_ranges, write_record
-from iishpo.batches import TrainingData
-from iishpo.config import Settings
 from iishpo.data.splits import load_splits
-from iishpo.device import device_for
-from iishpo.failures import TrialFailed, failure_cause, failure_record
-from iishpo.layout import STAGE_RECORD as SUMMARY
-from iishpo.layout import TRIALS, StageKey, digest, stage_config
-from iishpo.memory import release_memory
 from iishpo.optimizers import create_optimizer
-from iishpo.provenance import device_description, training_provenance
+from iishpo.plan.layout import STAGE_RECORD as SUMMARY
+from iishpo.plan.layout import TRIALS, StageKey, digest, stage_config
+from iishpo.results.artifacts import (
+    BestTrial,
+    StageRecord,
+    read_promotions,
+    read_ranges,
+    write_record,
+)
+from iishpo.results.provenance import device_description, training_provenance
+from iishpo.search.space import Config, SearchSpace, build_space
 from iishpo.seeds import Stream, derive_seed
-from iishpo.space import Config, SearchSpace, build_space
+from iishpo.settings.config import Settings
+from iishpo.settings.strategies import PROMOTIONS, STRATEGIES
 from iishpo.store import WORST_LOSS, Trial, TrialStore, ranked, write_atomic
-from iishpo.strategies import PROMOTIONS, STRATEGIES
-from iishpo.training import evaluate_trial
+from iishpo.training.batches import TrainingData
+from iishpo.training.device import device_for
+from iishpo.training.failures import TrialFailed, failure_cause, failure_record
+from iishpo.training.fit import evaluate_trial
+from iishpo.training.memory import release_memory
 
 log = logging.getLogger(__name__)
 

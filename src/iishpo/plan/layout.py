@@ -4,7 +4,7 @@ One owner for three things the Snakefile, the CLI and the summary must agree on:
 
 * the enumeration: :func:`runs` (data sets x optimizers x strategies x seeds) and
   :func:`stages` (a run's stages, with their resolution and budget, as its strategy in
-  :data:`iishpo.strategies.STRATEGIES` says);
+  :data:`iishpo.settings.strategies.STRATEGIES` says);
 * the paths: :class:`Layout` turns a :class:`RunKey` or :class:`StageKey` into the
   folder of its files, and gives the same patterns with ``{wildcards}`` for Snakemake;
 * the configuration each job depends on: :func:`stage_config`, :func:`ranges_config`, ...
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iishpo.config import Settings, Study
 from iishpo.optimizers import settings_values
-from iishpo.strategies import STRATEGIES
+from iishpo.settings.config import Settings, Study
+from iishpo.settings.strategies import STRATEGIES
 
 TRIALS = "trials.jsonl"
 STAGE_RECORD = "stage.json"

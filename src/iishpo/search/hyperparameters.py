@@ -1,7 +1,7 @@
 """Which hyperparameters the code reads, checked against the space when the configuration
 is loaded.
 
-The model and the training read hyperparameters from a configuration by name; each of
+The model, the training and the memory estimate read hyperparameters from a configuration by name; each of
 those modules declares the names it reads in one constant next to that code::
 
     READS = HyperparameterNames(required=("learning_rate", ...), optional=(...))
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from iishpo.space import SpaceSpec
+from iishpo.search.space import SpaceSpec
 
-#: the modules that read hyperparameters, each declaring them as ``READS``
-READERS = ("model.py", "training.py")
-_PACKAGE = Path(__file__).parent
-#: messages name the declaring files from above the package's folder: src/iishpo/model.py
+#: the modules that read hyperparameters (paths in the package), each declaring them as ``READS``
+READERS = ("training/model.py", "training/fit.py", "plan/memory_estimate.py")
+_PACKAGE = Path(__file__).parents[1]
+#: messages name the declaring files from above the package's folder: src/iishpo/training/model.py
 _SHOWN_FROM = _PACKAGE.parents[1]
 
 
@@ -84,7 +84,10 @@ def check_reads(spec: SpaceSpec) -> None:
     required one it lacks and every one declared per layer where the code reads one value
     (or the reverse), and where the names read are declared."""
     readers = {(_PACKAGE / module).relative_to(_SHOWN_FROM): declared(_PACKAGE / module) for module in READERS}
-    reader_of = {name: (path, names) for path, names in readers.items() for name in (*names.required, *names.optional)}
+    reader_of: dict[str, tuple[Path, HyperparameterNames]] = {}  # each name to the first module reading it
+    for path, names in readers.items():
+        for name in (*names.required, *names.optional):
+            reader_of.setdefault(name, (path, names))
     problems = []
     for declaration in spec.declarations:
         name, per_layer_of = declaration.param.name, declaration.per_layer_of
@@ -100,9 +103,14 @@ def check_reads(spec: SpaceSpec) -> None:
                 else f"space parameter {name!r} cannot be per_layer_of: {per_layer_of} ({path} reads one value of it)"
             )
     in_space = {d.param.name for d in spec.declarations}
+    requiring: dict[str, list[str]] = {}
+    for path, names in readers.items():
+        for name in names.required:
+            if name not in in_space:
+                requiring.setdefault(name, []).append(str(path))
     problems += [
-        f"space parameter {name!r} is required by {path} but the space does not declare it"
-        for path, names in readers.items() for name in names.required if name not in in_space
+        f"space parameter {name!r} is required by {' and '.join(paths)} but the space does not declare it"
+        for name, paths in requiring.items()
     ]
     if problems:
         where = " and ".join(f"{path} ({names.describe()})" for path, names in readers.items())

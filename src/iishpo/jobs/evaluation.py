@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iishpo.artifacts import EvaluationRecord, write_record
-from iishpo.batches import TrainingData
-from iishpo.config import Settings
 from iishpo.data.splits import load_splits
-from iishpo.device import device_for
-from iishpo.layout import digest, evaluation_config
-from iishpo.provenance import training_provenance
+from iishpo.plan.layout import digest, evaluation_config
+from iishpo.results.artifacts import EvaluationRecord, write_record
+from iishpo.results.provenance import training_provenance
 from iishpo.seeds import Stream, derive_seed
+from iishpo.settings.config import Settings
 from iishpo.store import ranked, read_trials
-from iishpo.training import evaluate, train
+from iishpo.training.batches import TrainingData
+from iishpo.training.device import device_for
+from iishpo.training.fit import evaluate, train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The jobs the DAG runs: an optimizer stage, a test-set evaluation, GPU claiming."""

@@ -1,0 +1,1 @@
+"""Range extraction between IIS stages: the evidence per value and the narrowed space."""

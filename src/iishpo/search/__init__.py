@@ -1,0 +1,1 @@
+"""The search space: parameters, their ranges per resolution, and the names the code reads."""
