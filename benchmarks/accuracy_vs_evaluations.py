@@ -17,7 +17,7 @@ validation accuracy foretell its test score? Read from a finished study's result
    trainer, its test seeds, so the first retraining of a run's best configuration is the
    study's own), ``--jobs`` at a time: the spread of a single test retraining.
 
-Prints markdown tables and writes a figure (``--figure``: PNG and SVG).
+Prints markdown tables (headings at the level of the summary's) and writes a figure (``--figure``: PNG and SVG).
 
     nice .venv/bin/python benchmarks/accuracy_vs_evaluations.py results/flowers-claim \\
         --retrain 5 --data data/prepared/flowers102/rgb/32px.npz --figure /tmp/accuracy
@@ -41,7 +41,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from bench_data import REPO
-from matplotlib.ticker import ScalarFormatter
+from matplotlib.ticker import FuncFormatter
 from scipy.special import gammaln
 
 from iishpo.artifacts import EvaluationRecord, read_evaluation
@@ -319,7 +319,7 @@ def figure(
     if level is not None:
         ax.axhline(level, color="tab:orange", ls="-.", lw=1, label=f"{level:.3f}: validation for {target:.0%} test")
     ax.set(xscale="log", xlabel="evaluations", ylabel="best validation accuracy so far", title=title)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return save(fig, stem)
@@ -366,11 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     draws = [Draw(seed, t) for seed, trials in by_seed.items() for t in trials]
     tests = {run: read_evaluation(layout.test(run)) for run in evaluated_runs(study) if run.dataset == dataset}
 
-    print(f"# {study.name}: {dataset}, random search, {STRATEGY} runs at {study.ladder[-1]} px\n")
+    print(f"{study.name}: {dataset}, random search, {STRATEGY} runs at {study.ladder[-1]} px\n")
     print("val_error is the fraction of misclassified validation images (the model's own early-stopping error).")
     if args.data is not None:
         print(balance_note(args.data))
-    print(f"\n## Validation against test ({len(tests)} runs)\n")
+    print(f"\n#### {dataset}: validation against test ({len(tests)} runs)\n")
     gaps_text, gaps = gap_table(tests, args.collapse_below)
     print(gaps_text)
     level = args.target - statistics.fmean(gaps) if gaps else None
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if level is not None:
         levels[f"{level:.3f}, the target on the test set"] = level
     pool = [d.accuracy for d in draws]
-    print(f"\n## Best validation accuracy against evaluations ({len(by_seed)} seeds, {len(draws)} trials pooled)\n")
+    print(f"\n#### {dataset}: best validation accuracy against evaluations ({len(by_seed)} seeds, {len(draws)} trials pooled)\n")
     table, mean, expected = curves_table(by_seed, pool, list(levels.values()))
     print(table)
     print()
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.retrain:
         chosen = sorted(draws, key=lambda d: (-d.accuracy, d.seed, d.trial.number))[: args.retrain]
-        print(f"\n## The {len(chosen)} best configurations of the pool, {args.repeats} test retrainings each\n", flush=True)
+        print(f"\n#### {dataset}: the {len(chosen)} best configurations of the pool, {args.repeats} test retrainings each\n", flush=True)
         start = time.perf_counter()
         records = retrain(settings, dataset, chosen, args.data, args.repeats, args.jobs)
         print(retrain_table(chosen, records, tests, dataset, args.collapse_below, args.target))
