@@ -348,15 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="the prepared .npz at the study's largest resolution (for --retrain)")
     parser.add_argument("--figure", type=Path, default=Path("accuracy_vs_evaluations"), help="figure stem (.png, .svg)")
     args = parser.parse_args(argv)
+    if args.retrain < 0 or args.repeats < 1 or args.jobs < 1:
+        parser.error(f"--retrain must be >= 0, --repeats and --jobs >= 1; got {args.retrain}, {args.repeats}, {args.jobs}")
+    if not (0 <= args.collapse_below <= 1 and 0 < args.target <= 1):
+        parser.error(f"--collapse-below must be in [0, 1] and --target in (0, 1]; got {args.collapse_below}, {args.target}")
+    if args.retrain and args.data is None:
+        parser.error("--retrain needs --data, the prepared .npz at the study's largest resolution")
     settings = study_settings(args.results)
     study = settings.study
     dataset = args.dataset or (study.datasets[0] if len(study.datasets) == 1 else None)
     if dataset not in study.datasets:
         parser.error(f"--dataset {dataset!r}: the study's data sets are {list(study.datasets)}")
-    if args.retrain < 0 or args.repeats < 1 or args.jobs < 1:
-        parser.error(f"--retrain must be >= 0, --repeats and --jobs >= 1; got {args.retrain}, {args.repeats}, {args.jobs}")
-    if args.retrain and args.data is None:
-        parser.error("--retrain needs --data, the prepared .npz at the study's largest resolution")
     if args.data is not None:
         resolution = load_splits(args.data).resolution
         if resolution != study.ladder[-1]:
