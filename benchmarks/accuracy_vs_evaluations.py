@@ -13,7 +13,7 @@ validation accuracy foretell its test score? Read from a finished study's result
    trial's validation accuracy counts as collapsed and is left out of the gap that turns
    the ``--target`` test score into a validation level.
 3. With ``--retrain K``: the K best configurations of the pool retrained ``--repeats`` times
-   each through the study's own test evaluation (``iishpo.evaluation.evaluate_test``: its
+   each through the study's own test evaluation (``iishpo.jobs.evaluation.evaluate_test``: its
    trainer, its test seeds, so the first retraining of a run's best configuration is the
    study's own), ``--jobs`` at a time: the spread of a single test retraining.
 
@@ -44,15 +44,15 @@ from bench_data import REPO
 from matplotlib.ticker import FuncFormatter
 from scipy.special import gammaln
 
-from iishpo.artifacts import EvaluationRecord, read_evaluation
-from iishpo.config import Evaluation, Settings, load_settings
 from iishpo.data.splits import load_splits
-from iishpo.evaluation import evaluate_test
-from iishpo.figures import mean_band, save
-from iishpo.layout import TEST, Layout, RunKey, evaluated_runs, runs, stages
-from iishpo.runtime import configure_training
+from iishpo.jobs.evaluation import evaluate_test
+from iishpo.plan.layout import TEST, Layout, RunKey, evaluated_runs, runs, stages
+from iishpo.results.artifacts import EvaluationRecord, read_evaluation
+from iishpo.results.figures import mean_band, save
+from iishpo.results.summary import stale_files
+from iishpo.settings.config import Evaluation, Settings, load_settings
 from iishpo.store import Trial, TrialStore, read_trials
-from iishpo.summary import stale_files
+from iishpo.training.runtime import configure_training
 
 STRATEGY, OPTIMIZER = "standard", "random"
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from helpers import REPO, TINY, compose
-from iishpo.artifacts import EvaluationRecord, StageRecord, write_record
 from iishpo.data.splits import save_splits
-from iishpo.layout import Layout, RunKey, digest, evaluation_config, stage_config
-from iishpo.provenance import provenance
+from iishpo.plan.layout import Layout, RunKey, digest, evaluation_config, stage_config
+from iishpo.results.artifacts import EvaluationRecord, StageRecord, write_record
+from iishpo.results.provenance import provenance
 from iishpo.store import Trial, TrialStore, write_json_atomic
 from tiny_training import CONFIG, brightness_splits
 
