@@ -13,6 +13,7 @@ from PIL import Image
 
 import experiment_stores
 from iishpo import figures
+from iishpo.config import Transfer
 from iishpo.figures import (
     PAPER_REDUCTIONS,
     PAPER_TABLE1,
@@ -26,7 +27,6 @@ from iishpo.figures import (
     time_reduction,
 )
 from iishpo.importance import Importance, importance_by_resolution
-from iishpo.config import Transfer
 from iishpo.layout import RunKey
 from iishpo.store import Trial
 from iishpo.transfer import Pairs, Source, compare

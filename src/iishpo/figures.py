@@ -390,7 +390,9 @@ def rank_correlation_figure(sources: Sequence[Source], title: str, stem: Path) -
     width = 0.8 / len(sources)
     for i, source in enumerate(sources):
         for j, (name, marker) in enumerate((("spearman", "o"), ("kendall", "s"))):
-            xs, values, errors = [], [], [[], []]
+            xs: list[float] = []
+            values: list[float] = []
+            errors: list[list[float]] = [[], []]
             for k, c in enumerate(source.comparisons):
                 e: Estimate = getattr(c, name)
                 if e.value is None:

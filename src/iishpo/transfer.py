@@ -308,15 +308,19 @@ def markdown(found: Sequence[Source], dataset: str, settings: Settings) -> str:
     lines = [
         f"# Rank correlation across resolutions ({dataset}, study {study.name})",
         "",
-        f"Validation errors of the same configurations at each resolution and at {largest} px: "
-        f"Spearman's rho and Kendall's tau-b with {100 * CONFIDENCE:g}% bootstrap percentile "
-        f"intervals ({study.transfer.resamples} resamples of configurations), and the share of "
-        f"the best {percent} at the resolution that is among the best {percent} at {largest} px "
-        "(chance: what two unrelated rankings share). A configuration that failed at either "
-        "resolution is left out. 1 is the same ranking, 0 none, -1 the reverse.",
+        (
+            f"Validation errors of the same configurations at each resolution and at {largest} px: "
+            f"Spearman's rho and Kendall's tau-b with {100 * CONFIDENCE:g}% bootstrap percentile "
+            f"intervals ({study.transfer.resamples} resamples of configurations), and the share of "
+            f"the best {percent} at the resolution that is among the best {percent} at {largest} px "
+            "(chance: what two unrelated rankings share). A configuration that failed at either "
+            "resolution is left out. 1 is the same ranking, 0 none, -1 the reverse."
+        ),
         "",
-        f"| configurations | resolution | pairs | left out (failed) | Spearman's rho | Kendall's tau | "
-        f"best {percent} shared | chance |",
+        (
+            f"| configurations | resolution | pairs | left out (failed) | Spearman's rho | Kendall's tau | "
+            f"best {percent} shared | chance |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for source in found:
