@@ -165,6 +165,15 @@ def test_the_precisions_allowed_are_lightnings() -> None:
          "the narrowing strategy needs a ladder of >= 2 resolutions"),
         (["study.strategies=[iis,narrowing]", "study.ladder=[32]", "study.iis_budgets=[12]"],
          "the iis and narrowing strategies need a ladder of >= 2 resolutions"),
+        (["study.transfer.configurations=2"],
+         "study.transfer.configurations must be >= 3 (a rank correlation needs at least 3 pairs), got 2"),
+        (["study.transfer.top_fraction=0"], "study.transfer.top_fraction must be in (0, 1], got 0.0"),
+        (["study.transfer.resamples=10"], "study.transfer.resamples must be >= 100, got 10"),
+        (["study.transfer.seed=-1"], "study.transfer.seed must be >= 0, got -1"),
+        (["study.transfer.configurations=many"], "study.transfer.configurations must be an integer, got 'many'"),
+        (["study.strategies=[standard,transfer]"],
+         ("study.strategies: 'transfer' is not listed in a study; its runs come from their own target: "
+          "snakemake --cores all transfer")),
     ],
 )
 def test_bad_configuration_is_rejected_with_a_clear_message(overrides: list[str], message: str) -> None:

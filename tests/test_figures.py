@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import experiment_stores
+from iishpo.plan.layout import RunKey
 from iishpo.results import figures
 from iishpo.results.figures import (
     PAPER_REDUCTIONS,
@@ -26,6 +27,8 @@ from iishpo.results.figures import (
     time_reduction,
 )
 from iishpo.results.importance import Importance, importance_by_resolution
+from iishpo.results.transfer import Pairs, Source, compare
+from iishpo.settings.config import Transfer
 from iishpo.store import Trial
 
 
@@ -129,6 +132,23 @@ def test_importance_figure_lists_notes_and_draws_without_analysis(tmp_path: Path
     noted = Importance(32, 3, ("a", "b"), note="3 successful trials at 32 px; fANOVA of 2 hyperparameters needs at least 3")
     assert_images(figures.importance_figure([analysed, noted], "tiny", tmp_path / "fig2"))
     assert_images(figures.importance_figure([noted], "only notes", tmp_path / "fig2-notes"))
+
+
+def test_rank_correlation_figure_draws_every_source_and_undefined_statistics(tmp_path: Path) -> None:
+    settings = Transfer(configurations=6, seed=0, top_fraction=0.2, resamples=100)
+    errors = [0.1, 0.3, 0.2, 0.5, 0.4, 0.6]
+    transfer = Source("transfer", False, (RunKey("d", "random", "transfer", 0),), (
+        compare(Pairs(8, 32, tuple(errors), tuple(reversed(errors)), 0), settings),
+        compare(Pairs(16, 32, tuple(errors), tuple(errors), 1), settings),
+    ))
+    promoted = Source("halving", True, (RunKey("d", "tpe", "halving", 0),), (  # too few pairs for a correlation
+        compare(Pairs(8, 32, (0.1, 0.2), (0.3, 0.1), 0), settings),
+        compare(Pairs(16, 32, (), (), 0), settings),
+    ))
+    assert promoted.comparisons[0].spearman.value is None
+    assert_images(figures.rank_correlation_figure([transfer, promoted], "tiny", tmp_path / "transfer"))
+    with pytest.raises(ValueError, match="at least one source"):
+        figures.rank_correlation_figure([], "none", tmp_path / "empty")
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,9 @@ from iishpo.plan.layout import (
     stage_config,
     stages,
     summary_config,
+    transfer_config,
+    transfer_runs,
+    transfer_sources,
 )
 from iishpo.settings.config import ConfigError, Study
 from iishpo.settings.strategies import STRATEGIES, Handoff, Strategy
@@ -109,6 +112,24 @@ def test_files_are_every_output_of_every_run_the_summary_and_the_importance_anal
     assert Layout("/r").files(standard) == [Path("/r", path) for path in expected[:4] + expected[14:23]]
 
 
+def test_transfer_runs_one_per_dataset_and_its_sources_add_the_promoting_runs() -> None:
+    syn2 = ("+dataset@datasets.syn2=synthetic", "study.datasets=[synthetic,syn2]")
+    study = compose(*TINY, *syn2, "study.optimizers=[tpe,ga]", "study.strategies=[standard,halving]",
+                    "study.transfer.seed=4").study
+    assert transfer_runs(study) == [RunKey("synthetic", "random", "transfer", 4), RunKey("syn2", "random", "transfer", 4)]
+    assert transfer_sources(study, "syn2") == [
+        RunKey("syn2", "random", "transfer", 4), RunKey("syn2", "tpe", "halving", 0), RunKey("syn2", "ga", "halving", 0)]
+    # a transfer stage per ladder resolution, each with every configuration
+    assert [(p.resolution, p.budget) for p in stages(study, transfer_runs(study)[0])] == [(16, 30), (32, 30)]
+    run = "synthetic/random/transfer/seed4"
+    assert Layout("/r").transfer_files(compose(*TINY, "study.transfer.seed=4").study) == [Path("/r", path) for path in (
+        f"{run}/stage0/trials.jsonl", f"{run}/stage0/stage.json", f"{run}/stage0/promotions.json",
+        f"{run}/stage1/trials.jsonl", f"{run}/stage1/stage.json",
+        "transfer/synthetic/transfer.md", "transfer/synthetic/transfer.json",
+        "transfer/synthetic/rank_correlation.png", "transfer/synthetic/rank_correlation.svg",
+    )]
+
+
 def test_a_new_strategy_is_one_entry_of_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     """A strategy whose stages hand the next a file other than ranges (as successive halving's
     promotions will) gets its stages, files, priorities and checks from its entry alone."""
@@ -156,6 +177,7 @@ def test_digest_ignores_key_order_and_sees_values() -> None:
 
 TPE0 = StageKey("synthetic", "tpe", "iis", 0, 0)
 RANDOM0 = StageKey("synthetic", "random", "iis", 0, 0)
+TRANSFER0 = StageKey("synthetic", "random", "transfer", 0, 0)
 
 
 def fingerprints(*overrides: str) -> dict[str, str]:
@@ -168,6 +190,8 @@ def fingerprints(*overrides: str) -> dict[str, str]:
         "ranges": digest(ranges_config(settings, 32)),
         "test": digest(evaluation_config(settings, "synthetic")),
         "summary": digest(summary_config(settings)),
+        "transfer stage": digest(stage_config(settings, TRANSFER0)),
+        "transfer": digest(transfer_config(settings)),
     }
 
 
@@ -176,12 +200,15 @@ def fingerprints(*overrides: str) -> dict[str, str]:
     [
         ("optimizers.tpe.gamma=0.3", {"tpe stage"}),
         ("study.ranges.margin=0.5", {"ranges", "summary"}),
-        ("trainer.max_epochs=3", {"tpe stage", "random stage", "test"}),
-        ("space.learning_rate.high=0.2", {"tpe stage", "random stage", "ranges"}),
+        ("trainer.max_epochs=3", {"tpe stage", "random stage", "test", "transfer stage"}),
+        ("space.learning_rate.high=0.2", {"tpe stage", "random stage", "ranges", "transfer stage"}),
         ("datasets.synthetic.seed=7", {"data"}),
         ("datasets.synthetic.test_metric=mean_class_accuracy", {"data", "test", "summary"}),
         ("study.seeds=[0,1]", {"summary"}),
-        ("study.max_failure_fraction=0.25", {"tpe stage", "random stage", "summary"}),
+        ("study.max_failure_fraction=0.25", {"tpe stage", "random stage", "summary", "transfer stage"}),
+        # the transfer target's settings: its stages and its analysis, not the study's jobs
+        ("study.transfer.configurations=8", {"transfer stage", "transfer"}),
+        ("study.transfer.resamples=500", {"transfer"}),
     ],
 )
 def test_each_job_depends_on_its_slice_only(override: str, changed: set[str]) -> None:

@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--results", type=Path, required=True)
 
+    p = command("analyze-transfer", help="rank correlation of validation errors across resolutions (the transfer target)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--results", type=Path, required=True)
+
     p = command("export-optuna", help="write every run of a study into an Optuna storage (for optuna-dashboard)")
     p.add_argument("--results", type=Path, required=True)
     p.add_argument("--storage", required=True, help="sqlite:///PATH (an SQLite file) or PATH.log (an Optuna journal file)")
@@ -223,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             written = analyze_importance(settings, args.results, args.dataset)
         except StaleStages as err:
+            print(f"iishpo: {err}", file=sys.stderr)
+            return 1
+        log.info("wrote %s", ", ".join(str(p) for p in written))
+    elif args.command == "analyze-transfer":
+        from iishpo.results.transfer import StaleTransfer, analyze_transfer
+
+        try:
+            written = analyze_transfer(settings, args.results, args.dataset)
+        except StaleTransfer as err:
             print(f"iishpo: {err}", file=sys.stderr)
             return 1
         log.info("wrote %s", ", ".join(str(p) for p in written))

@@ -35,10 +35,14 @@ RUN = LAYOUT.run_pattern()
 STAGE = LAYOUT.stage_pattern()
 
 
+# The study's strategies, and those of runs that a target of their own asks for (transfer).
+DAG_STRATEGIES = (*STUDY.strategies, *(name for name, s in STRATEGIES.items() if s.target is not None))
+
+
 wildcard_constraints:
     dataset="[A-Za-z0-9_.-]+",
     optimizer="[A-Za-z0-9_.-]+",
-    strategy="|".join(STUDY.strategies),
+    strategy="|".join(DAG_STRATEGIES),
     seed=r"\d+",
     stage=r"\d+",
     resolution=r"\d+",
@@ -99,7 +103,7 @@ def handoff_option(wildcards, input):
 
 def handing_on(handoff):
     """The wildcard constraint of the strategies whose stages hand on ``handoff``."""
-    return "|".join(s for s in STUDY.strategies if STRATEGIES[s].handoff == handoff) or "(?!)"
+    return "|".join(s for s in DAG_STRATEGIES if STRATEGIES[s].handoff == handoff) or "(?!)"
 
 
 def next_resolution(wildcards):

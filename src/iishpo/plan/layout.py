@@ -25,11 +25,13 @@ from typing import Any
 
 from iishpo.optimizers import settings_values
 from iishpo.settings.config import Settings, Study
-from iishpo.settings.strategies import STRATEGIES
+from iishpo.settings.strategies import PROMOTIONS, STRATEGIES, TRANSFER
 
 TRIALS = "trials.jsonl"
 STAGE_RECORD = "stage.json"
 TEST = "test.json"
+#: the optimizer that draws a transfer run's configurations
+TRANSFER_DRAWS = "random"
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,25 @@ def evaluated_runs(study: Study) -> list[RunKey]:
 def independent_runs(study: Study) -> list[RunKey]:
     """Experiment 1's runs (strategies without a test evaluation), analysed for importance."""
     return [run for run in runs(study) if not STRATEGIES[run.strategy].evaluated]
+
+
+def transfer_runs(study: Study) -> list[RunKey]:
+    """The ``transfer`` target's runs, one per data set: random search draws
+    ``study.transfer.configurations`` at the smallest resolution, every one trained again
+    at every larger one (strategy ``transfer``, seed ``study.transfer.seed``)."""
+    if len(study.ladder) < 2:
+        raise ValueError(
+            f"the transfer analysis compares resolutions: it needs a study.ladder of >= 2, got {list(study.ladder)}"
+        )
+    return [RunKey(dataset, TRANSFER_DRAWS, TRANSFER, study.transfer.seed) for dataset in study.datasets]
+
+
+def transfer_sources(study: Study, dataset: str) -> list[RunKey]:
+    """The runs of ``dataset`` whose configurations the transfer analysis follows across
+    resolutions: its transfer run, and the study's runs whose rungs promote (halving,
+    Hyperband)."""
+    promoting = [run for run in runs(study) if run.dataset == dataset and STRATEGIES[run.strategy].handoff == PROMOTIONS]
+    return [run for run in transfer_runs(study) if run.dataset == dataset] + promoting
 
 
 def stages(study: Study, run: RunKey) -> list[StagePlan]:
@@ -224,6 +245,30 @@ class Layout:
         folder = self.importance_dir(dataset)
         return {name: folder / name for name in IMPORTANCE_FIGURES}
 
+    # The transfer target: rank correlation across resolutions (iishpo.results.transfer).
+    def transfer_dir(self, dataset: str) -> Path:
+        return self.root / "transfer" / dataset
+
+    def transfer_markdown(self, dataset: str) -> Path:
+        return self.transfer_dir(dataset) / "transfer.md"
+
+    def transfer_record(self, dataset: str) -> Path:
+        return self.transfer_dir(dataset) / "transfer.json"
+
+    def transfer_figure(self, dataset: str) -> Path:
+        """The figure's stem (:func:`figure_files` gives its files)."""
+        return self.transfer_dir(dataset) / "rank_correlation"
+
+    def transfer_analysis_files(self, dataset: str) -> list[Path]:
+        """Every file ``analyze_transfer`` writes for ``dataset``."""
+        return [self.transfer_markdown(dataset), self.transfer_record(dataset), *figure_files(self.transfer_figure(dataset))]
+
+    def transfer_files(self, study: Study) -> list[Path]:
+        """What the ``transfer`` target asks for: the transfer runs' files and each data
+        set's analysis (which also reads the study's promoting runs: :func:`transfer_sources`)."""
+        files = [path for run in transfer_runs(study) for path in self.run_files(study, run)]
+        return files + [path for dataset in study.datasets for path in self.transfer_analysis_files(dataset)]
+
     # Every file of the study: what `rule all` asks for.
     def files(self, study: Study) -> list[Path]:
         """Every output of the study (logs and trial journals aside).
@@ -338,14 +383,24 @@ def evaluation_config(settings: Settings, dataset: str) -> dict[str, Any]:
     }
 
 
+def _study_runs(settings: Settings) -> dict[str, Any]:
+    """The study without the transfer settings, which only the transfer target reads."""
+    return {key: value for key, value in settings.resolved["study"].items() if key != "transfer"}
+
+
 def importance_config(settings: Settings) -> dict[str, Any]:
     """What the importance analysis reads: the study (its runs) and the search space."""
-    return {"study": settings.resolved["study"], "space": settings.resolved["space"]}
+    return {"study": _study_runs(settings), "space": settings.resolved["space"]}
+
+
+def transfer_config(settings: Settings) -> dict[str, Any]:
+    """What the transfer analysis reads besides its input files: the transfer settings."""
+    return {"transfer": settings.resolved["study"]["transfer"]}
 
 
 def summary_config(settings: Settings) -> dict[str, Any]:
     """What the summary reads: the study and each of its data sets' metric."""
     return {
-        "study": settings.resolved["study"],
+        "study": _study_runs(settings),
         "test_metrics": {d: settings.resolved["datasets"][d]["test_metric"] for d in settings.study.datasets},
     }

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -29,6 +30,9 @@ from matplotlib.figure import Figure
 from iishpo.results.importance import Importance, subset_name
 from iishpo.settings.strategies import BASELINE, STRATEGIES
 from iishpo.store import Trial
+
+if TYPE_CHECKING:  # iishpo.results.transfer draws its figure here
+    from iishpo.results.transfer import Estimate, Source
 
 #: Fixed colours of the known optimizers (matplotlib's tab10); others follow in name order.
 OPTIMIZER_COLOURS = {"random": "#1f77b4", "tpe": "#ff7f0e", "ga": "#2ca02c", "smac": "#d62728"}
@@ -358,3 +362,52 @@ def table1(times: Mapping[tuple[str, str], Sequence[float]], optimizers: Sequenc
                 cells.append("–" if paper is None else f"{paper:.0%}")
         lines.append("| time reduction | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# -- rank correlation across resolutions ---------------------------------------------------
+
+
+def rank_correlation_figure(sources: Sequence[Source], title: str, stem: Path) -> list[Path]:
+    """The transfer analysis: one scatter per resolution below the largest (validation error
+    there against at the largest, one point per configuration, a colour per source), and
+    Spearman's rho and Kendall's tau per resolution with their 95% intervals."""
+    resolutions = [c.pairs.resolution for c in sources[0].comparisons] if sources else []
+    if not resolutions:
+        raise ValueError("rank_correlation_figure needs at least one source with a resolution below the largest")
+    largest = sources[0].comparisons[0].pairs.largest
+    colours = {source.label: f"C{i}" for i, source in enumerate(sources)}
+    fig, axes = plt.subplots(1, len(resolutions) + 1, figsize=(4 * (len(resolutions) + 1), 3.8), squeeze=False,
+                             layout="constrained")
+    for ax, resolution in zip(axes[0][:-1], resolutions, strict=True):
+        for source in sources:
+            found = next(c.pairs for c in source.comparisons if c.pairs.resolution == resolution)
+            ax.scatter(found.small, found.large, s=14, alpha=0.7, color=colours[source.label],
+                       label=f"{source.label} ({len(found.small)})")
+        ax.set(xlabel=f"validation error at {resolution} px", ylabel=f"validation error at {largest} px",
+               title=f"{resolution} px against {largest} px")
+        ax.legend(fontsize=7, loc="best")
+    ax = axes[0][-1]
+    width = 0.8 / len(sources)
+    for i, source in enumerate(sources):
+        for j, (name, marker) in enumerate((("spearman", "o"), ("kendall", "s"))):
+            xs: list[float] = []
+            values: list[float] = []
+            errors: list[list[float]] = [[], []]
+            for k, c in enumerate(source.comparisons):
+                e: Estimate = getattr(c, name)
+                if e.value is None:
+                    continue
+                xs.append(k + (i - (len(sources) - 1) / 2) * width + (j - 0.5) * width / 2)
+                values.append(e.value)
+                errors[0].append(e.value - e.low if e.low is not None else 0.0)
+                errors[1].append(e.high - e.value if e.high is not None else 0.0)
+            ax.errorbar(xs, values, yerr=errors, fmt=marker, color=colours[source.label], capsize=3,
+                        fillstyle="full" if name == "spearman" else "none",
+                        label=f"{source.label}: {'Spearman' if name == 'spearman' else 'Kendall'}")
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(resolutions)), [f"{r} px" for r in resolutions])
+    ax.set(ylim=(-1.05, 1.05), ylabel=f"rank correlation with {largest} px (95% interval)",
+           title="rank correlation")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    return save(fig, stem)

@@ -335,7 +335,7 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
         raise ValueError(
             f"study {study.name!r} has only the strategies {list(study.strategies)}: nothing to "
             "summarize (the summary reads the strategies other than "
-            f"{[name for name, strategy in STRATEGIES.items() if not strategy.evaluated]})"
+            f"{[name for name, strategy in STRATEGIES.items() if not strategy.evaluated and strategy.target is None]})"
         )
     _write_csv(layout.runs_table, [
         {k: v for k, v in run.__dict__.items() if k not in ("progress", "trials")} for run in loaded

@@ -75,6 +75,20 @@ class RangeExtraction:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    """The ``transfer`` runs and their rank-correlation analysis (``conf/transfer/default.yaml``)."""
+
+    #: random configurations, each trained at every ladder resolution
+    configurations: int
+    #: the transfer run's seed: its draws and its trainings
+    seed: int
+    #: the best fraction of configurations whose overlap is reported (at least one)
+    top_fraction: float
+    #: bootstrap resamples of each 95% interval
+    resamples: int
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     datasets: tuple[str, ...]
@@ -89,6 +103,8 @@ class Study:
     #: successive halving and Hyperband: each rung trains the best 1/eta of the one before
     #: again (``conf/halving/default.yaml``)
     eta: int
+    #: the ``transfer`` target's runs and analysis (``conf/transfer/default.yaml``)
+    transfer: Transfer
 
     def stages(self, strategy: str) -> list[tuple[int, int]]:
         """``(resolution, budget)`` of each stage of a run with this strategy."""
@@ -215,6 +231,13 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
     study = _build(Study, raw, "study")
     _names(study.datasets, "study.datasets", list(cfg.get("datasets", {})))
     _names(study.optimizers, "study.optimizers", list(cfg.get("optimizers", {})))
+    for name in study.strategies:
+        target = STRATEGIES[name].target if name in STRATEGIES else None
+        if target is not None:
+            raise ConfigError(
+                f"study.strategies: {name!r} is not listed in a study; its runs come from their own "
+                f"target: snakemake --cores all {target}"
+            )
     _names(study.strategies, "study.strategies", STRATEGIES)
     for where, values in (("seeds", study.seeds), ("ladder", study.ladder), ("iis_budgets", study.iis_budgets)):
         _nonempty(values, f"study.{where}")
@@ -231,6 +254,7 @@ def _study(raw: dict[str, Any], cfg: dict[str, Any]) -> Study:
     if study.budget < 1:
         raise ConfigError(f"study.budget must be a positive integer, got {study.budget!r}")
     _halving(study)
+    _transfer(study.transfer)
     handing_on = [s for s in study.strategies if STRATEGIES[s].handoff is not None]
     if handing_on and len(study.ladder) < 2:
         raise ConfigError(
@@ -292,6 +316,26 @@ def _halving(study: Study) -> None:
                 f"over a ladder of {len(study.ladder)} resolutions: the smallest budget that "
                 f"leaves one configuration in every last rung is {smallest}"
             )
+
+
+#: the fewest configurations of a transfer run: a rank correlation of fewer says nothing
+MIN_TRANSFER_CONFIGURATIONS = 3
+#: the fewest bootstrap resamples: a 95% percentile interval of fewer rests on a handful
+MIN_RESAMPLES = 100
+
+
+def _transfer(transfer: Transfer) -> None:
+    if transfer.configurations < MIN_TRANSFER_CONFIGURATIONS:
+        raise ConfigError(
+            f"study.transfer.configurations must be >= {MIN_TRANSFER_CONFIGURATIONS} (a rank "
+            f"correlation needs at least {MIN_TRANSFER_CONFIGURATIONS} pairs), got {transfer.configurations}"
+        )
+    if transfer.seed < 0:
+        raise ConfigError(f"study.transfer.seed must be >= 0, got {transfer.seed}")
+    if not 0 < transfer.top_fraction <= 1:
+        raise ConfigError(f"study.transfer.top_fraction must be in (0, 1], got {transfer.top_fraction}")
+    if transfer.resamples < MIN_RESAMPLES:
+        raise ConfigError(f"study.transfer.resamples must be >= {MIN_RESAMPLES}, got {transfer.resamples}")
 
 
 def _trainer(raw: Any) -> Trainer:

@@ -11,6 +11,8 @@ Successive halving's stages are the rungs of the ladder, each handing the next i
 :data:`PROMOTIONS` (the best 1/eta of the rung's configurations, written by a rule of its
 own and read by ``run-stage``); Hyperband's are its brackets' rungs in sequence, the
 promotions file at a bracket's end empty, saying "start afresh" (:mod:`iishpo.settings.halving`).
+``transfer`` is successive halving that promotes every configuration: a study does not list
+it; the ``transfer`` target runs it for :mod:`iishpo.results.transfer`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ PROMOTIONS = Handoff("promotions.json", "--promotions")
 
 #: the strategy every compared one is measured against, paired by seed
 BASELINE = "standard"
+#: the strategy of the ``transfer`` target's runs (:mod:`iishpo.results.transfer`)
+TRANSFER = "transfer"
 
 
 def _last_stage(stages: list[tuple[int, int]]) -> list[int]:
@@ -88,6 +92,9 @@ class Strategy:
     #: it halves (uses ``study.eta``): the fewest evaluations its stages need, from eta and
     #: the number of ladder resolutions; checked at load
     smallest_budget: Callable[[int, int], int] | None = None
+    #: ``None``: a study lists it in ``study.strategies``; else the Snakemake target that
+    #: runs it, outside ``rule all`` (a study may not list it)
+    target: str | None = None
 
     @property
     def compared(self) -> bool:
@@ -117,6 +124,10 @@ def _iis_budgets_at_largest(study: Study) -> list[tuple[int, int]]:
 
 def _whole_budget_at_every_resolution(study: Study) -> list[tuple[int, int]]:
     return [(resolution, study.budget) for resolution in study.ladder]
+
+
+def _configurations_at_every_resolution(study: Study) -> list[tuple[int, int]]:
+    return [(resolution, study.transfer.configurations) for resolution in study.ladder]
 
 
 def _halving_rungs(study: Study) -> list[tuple[int, int]]:
@@ -168,6 +179,13 @@ STRATEGIES: dict[str, Strategy] = {
         # space, for hyperparameter importance per resolution
         Strategy(
             "independent", _whole_budget_at_every_resolution, handoff=None, evaluated=False, line_style="-.",
+        ),
+        # the rank-correlation analysis across resolutions (iishpo.results.transfer): random
+        # configurations drawn at the smallest resolution, every one trained again at every
+        # larger one (successive halving that promotes all); run by its own target
+        Strategy(
+            TRANSFER, _configurations_at_every_resolution, handoff=PROMOTIONS, evaluated=False,
+            line_style=(0, (1, 1)), note="every configuration at every resolution", target=TRANSFER,
         ),
     )
 }
