@@ -325,6 +325,19 @@ class TestTPE:
         assert not any(same(t, r) for (t, _), (r, _) in zip(tpe[n_startup:], rand[n_startup:], strict=True))
 
 
+    @pytest.mark.parametrize("change", [{"gamma": 0.5}, {"n_ei_candidates": 4}])
+    def test_the_model_settings_reach_hyperopt(self, change: dict[str, Any]) -> None:
+        # the shipped values are hyperopt's defaults: a setting it never received would not
+        # show with them
+        space, budget = space_at(16), 12
+        n_startup = TPE_.shipped().n_startup(budget)  # type: ignore[attr-defined]
+        shipped = TPE_.run(space, budget=budget, seed=5)
+        changed = TPE_.run(space, budget=budget, seed=5, settings=TPE_.settings(**change))
+        pairs = list(zip(shipped, changed, strict=True))
+        assert all(same(a, b) for (a, _), (b, _) in pairs[:n_startup])
+        assert not all(same(a, b) for (a, _), (b, _) in pairs[n_startup:])
+
+
 class TestGeneticAlgorithm:
     @pytest.mark.parametrize(("budget", "population", "elites"), [(3, 3, 2), (12, 5, 2), (100, 20, 2), (1000, 30, 2)])
     def test_population_is_clamped(self, budget: int, population: int, elites: int) -> None:
