@@ -484,6 +484,23 @@ class TestSMAC:
         costs = np.array([0.9, 0.1, 0.8, 0.7, 0.6, 0.2, 0.5, 0.05])
         assert model_rows(costs, 4).tolist() == [1, 5, 6, 7]
 
+    def test_the_random_fallback_draws_a_configuration_not_evaluated_yet(self) -> None:
+        # what SMAC proposes once it runs out of new configurations or repeats itself: a
+        # draw from the space, one not evaluated while there is any
+        space = space_at(16)
+        sizes = Param("batch_size", CATEGORICAL, choices=(16, 32, 64, 128))
+        tiny = space.with_params([sizes if p.name == "batch_size" else fixed(p) for p in space.params])
+        smac = SMAC.create(tiny, budget=8, seed=0)
+        told = set()
+        for _ in range(3):
+            config = smac.ask()
+            smac.tell(config, objective(config, tiny))
+            told.add(config["batch_size"])
+        assert len(told) == 3
+        drawn = smac._random_new_config()  # type: ignore[attr-defined]
+        assert_in_space(drawn, tiny)
+        assert {drawn["batch_size"]} == {16, 32, 64, 128} - told
+
     def test_max_history_is_validated(self) -> None:
         raw = yaml.safe_load((CONF / "optimizer" / "smac.yaml").read_text())
         with pytest.raises(ValueError, match=r"max_history must be >= 2 .*got 1"):
