@@ -149,20 +149,20 @@ def grid_decomposition(x: np.ndarray, y: np.ndarray, bounds: np.ndarray, seed: i
 
 
 #: four parameters, one of each encoding (log-scaled, plain, integer, two choices): the
-#: grid of a tree's cuts stays small
+#: grid of a tree's cuts stays small; not in name order, as in conf/space
 SMALL_SPACE = {
-    "learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
     "momentum": {"type": "float", "low": 0.0, "high": 1.0},
-    "n_fc": {"type": "int", "low": 1, "high": 3},
+    "learning_rate": {"type": "float", "low": 1e-4, "high": 0.1, "log": True},
     "pooling": {"type": "categorical", "choices": [2, 3]},
+    "n_fc": {"type": "int", "low": 1, "high": 3},
 }
 
 
 def test_singles_and_pairs_come_from_one_forest() -> None:
     """Both shares equal a brute-force decomposition of the one forest Optuna's evaluator
-    fits with the default seed 0 (the seed the analysis uses), so pairs from another
-    forest (another seed, a refit) fail; and singles and pairs of one forest explain at
-    most the whole variance."""
+    fits with the default seed 0 (the seed the analysis uses) on the columns in name
+    order, so pairs from another forest (another seed, a refit, another column order)
+    fail; and singles and pairs of one forest explain at most the whole variance."""
     space = build_space(SMALL_SPACE, 8)
     rng = random.Random(2)
     trials = []
@@ -176,11 +176,14 @@ def test_singles_and_pairs_come_from_one_forest() -> None:
     ])
     bounds = np.array([[-4.0, -1.0], [0.0, 1.0], [0.5, 3.5], [-0.5, 1.5]])
     single, pairs = grid_decomposition(x, np.array([t.val_error for t in trials]), bounds, seed=0)
-    names = tuple(SMALL_SPACE)
-    expected_pairs = {(names[i], names[j]): pairs[i, j] for i, j in itertools.combinations(range(4), 2)}
+    names = ("learning_rate", "momentum", "n_fc", "pooling")  # the columns of x
+    pairs = pairs + pairs.T  # the upper triangle, either way round
+    expected_pairs = {
+        (p, q): pairs[names.index(p), names.index(q)] for p, q in itertools.combinations(SMALL_SPACE, 2)
+    }
     [by_resolution] = importance_by_resolution({8: trials}, SMALL_SPACE)
     for result in (by_resolution, importance(trials, space)):
-        assert result.params == names
+        assert result.params == tuple(SMALL_SPACE)
         assert result.single == pytest.approx(dict(zip(names, single, strict=True)), rel=1e-9, abs=1e-12)
         assert result.pairs == pytest.approx(expected_pairs, rel=1e-9, abs=1e-12)
     assert by_resolution.pairs[("momentum", "n_fc")] > 0.01  # an interaction that is there
@@ -236,6 +239,20 @@ def test_too_few_successful_trials_give_a_note_not_numbers(tiny_settings) -> Non
     assert importance(synthetic_trials(space, 8), space).note is None  # just enough
     table = markdown([result], "notes")
     assert "not analysed: 7 successful trials at 32 px" in table
+
+
+def test_a_space_where_nothing_varies_gives_a_note() -> None:
+    """With no parameter to analyse there is nothing to fit a forest to, whether the
+    errors differ or not (one trial would already pass the count of trials needed)."""
+    fixed = build_space({
+        "n_fc": {"type": "int", "low": 2, "high": 2},
+        "pooling": {"type": "categorical", "choices": [2]},
+    }, 8)
+    for errors in ([0.5], [0.5, 0.6]):
+        result = importance([trial(i, {"n_fc": 2, "pooling": 2}, e) for i, e in enumerate(errors)], fixed)
+        assert result.note == "no hyperparameter takes more than one value at 8 px: nothing to analyse"
+        assert (result.resolution, result.n_trials, result.params) == (8, len(errors), ())
+        assert not result.single and not result.pairs
 
 
 def test_learning_rate_dominates_a_learning_rate_driven_error(tiny_settings) -> None:

@@ -14,11 +14,11 @@ import math
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -38,7 +38,7 @@ from iishpo.jobs.stage import (
     run_stage,
 )
 from iishpo.narrowing.ranges import describe
-from iishpo.optimizers import create_optimizer
+from iishpo.optimizers import OptimizerSettings, create_optimizer
 from iishpo.plan.layout import stage_config
 from iishpo.results.artifacts import (
     BestTrial,
@@ -348,6 +348,25 @@ def test_too_many_failures_stop_the_stage_naming_the_most_common_cause_also_when
     with pytest.raises(StageFailed, match=message):
         run_stage(settings, KEY, data_file, None, out)
     assert again.trained == []
+
+
+def test_a_missing_optimizer_library_is_named_before_any_training(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when SMAC is not installed: the stage's error names its optimizer and the library."""
+
+    @dataclass(frozen=True)
+    class Elsewhere(OptimizerSettings):
+        algorithm: ClassVar[str] = "no_such_library.search.Optimizer"
+
+    settings = compose(*TINY)
+    settings = replace(settings, optimizers={**settings.optimizers, "random": Elsewhere()})
+    stand_in = StandIn(monkeypatch)
+    message = (r"^optimizer 'random' \(no_such_library.search.Optimizer\) needs 'no_such_library', "
+               "which is not installed: pip install no_such_library$")
+    with pytest.raises(ImportError, match=message):
+        run_stage(settings, KEY, data_file, None, tmp_path / "out")
+    assert stand_in.trained == []
 
 
 def test_data_of_another_resolution_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Mutation test of one module that computes numbers, outside the default test run: mutmut
 # mutates the module in a copy of the project under mutants/MODULE/ and runs the module's own
-# fast tests against every mutant, then lists the mutants no test killed (README, "Mutation
-# testing", explains each survivor). Usage:
+# fast tests against every mutant, then lists the mutants no test killed
+# (docs/mutation-testing.md explains each survivor). Usage:
 #
 #   tests/mutation/run.sh MODULE [MUTANT_NAME ...]
 #

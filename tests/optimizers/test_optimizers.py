@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -42,10 +43,12 @@ from iishpo.optimizers import (
     build_settings,
     create_optimizer,
 )
+from iishpo.optimizers.genetic import _mutate_gene
 from iishpo.optimizers.hyperopt_search import TPE
-from iishpo.optimizers.settings import TPE_GOOD_CAP
+from iishpo.optimizers.settings import TPE_GOOD_CAP, RandomSettings
 from iishpo.search.space import CATEGORICAL, FLOAT, INT, Config, Param, SearchSpace, build_space
 from iishpo.settings.config import ConfigError, load_settings
+from iishpo.typed import SettingsError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 NAMES = sorted(Registry(CONF))
@@ -322,6 +325,19 @@ class TestTPE:
         assert not any(same(t, r) for (t, _), (r, _) in zip(tpe[n_startup:], rand[n_startup:], strict=True))
 
 
+    @pytest.mark.parametrize("change", [{"gamma": 0.5}, {"n_ei_candidates": 4}])
+    def test_the_model_settings_reach_hyperopt(self, change: dict[str, Any]) -> None:
+        # the shipped values are hyperopt's defaults: a setting it never received would not
+        # show with them
+        space, budget = space_at(16), 12
+        n_startup = TPE_.shipped().n_startup(budget)  # type: ignore[attr-defined]
+        shipped = TPE_.run(space, budget=budget, seed=5)
+        changed = TPE_.run(space, budget=budget, seed=5, settings=TPE_.settings(**change))
+        pairs = list(zip(shipped, changed, strict=True))
+        assert all(same(a, b) for (a, _), (b, _) in pairs[:n_startup])
+        assert not all(same(a, b) for (a, _), (b, _) in pairs[n_startup:])
+
+
 class TestGeneticAlgorithm:
     @pytest.mark.parametrize(("budget", "population", "elites"), [(3, 3, 2), (12, 5, 2), (100, 20, 2), (1000, 30, 2)])
     def test_population_is_clamped(self, budget: int, population: int, elites: int) -> None:
@@ -348,6 +364,55 @@ class TestGeneticAlgorithm:
         assert ga.generation == 2  # type: ignore[attr-defined]
         keys = [tuple(sorted(c.items())) for c in seen]
         assert len(set(keys)) == len(keys)  # no configuration was proposed twice
+
+    def test_a_child_like_an_earlier_proposal_is_mutated_again(self) -> None:
+        # no crossover, no mutation: every offspring is a copy of a parent until it is made new
+        space, budget = space_at(16), 20
+        history = GA.run(space, budget=budget, seed=3, settings=GA.settings(crossover_prob=0.0, gene_mutation_prob=0.0))
+        keys = [tuple(sorted(c.items())) for c, _ in history]
+        assert len(set(keys)) == len(keys) == budget
+
+    def test_offspring_are_crossed_in_disjoint_pairs(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        space, budget = space_at(16), 40
+        settings = GA.settings(crossover_prob=1.0)
+        population, elites = settings.population_size(budget), settings.elites(budget)
+        assert population - elites == 6  # offspring: three pairs
+        ga = GA.create(space, budget=budget, seed=1, settings=settings)
+        crossed: list[tuple[int, int]] = []
+        crossover = ga._crossover  # type: ignore[attr-defined]
+        monkeypatch.setattr(ga, "_crossover", lambda a, b: (crossed.append((id(a), id(b))), crossover(a, b)))
+        for _ in range(population + 1):  # the last ask breeds the second generation
+            config = ga.ask()
+            ga.tell(config, objective(config, space))
+        offspring = ga._population[elites:]  # type: ignore[attr-defined]
+        assert len(crossed) == 3
+        assert sorted(i for pair in crossed for i in pair) == sorted(id(child) for child in offspring)
+
+    def test_a_nan_loss_ranks_last_like_an_infinite_one(self) -> None:
+        space, budget = space_at(16), 20
+
+        def proposals(bad: float) -> list[Config]:
+            """A run told ``bad`` for every third proposal."""
+            ga = GA.create(space, budget=budget, seed=4)
+            seen = []
+            for number in range(budget):
+                config = ga.ask()
+                seen.append(config)
+                ga.tell(config, bad if number % 3 == 0 else objective(config, space))
+            return seen
+
+        assert proposals(math.nan) == proposals(math.inf)
+        assert proposals(math.inf) != proposals(0.0)  # those losses do steer the search
+
+    @pytest.mark.parametrize("param", [
+        Param("momentum", FLOAT, low=0.0, high=2.0), Param("lr", FLOAT, low=1e-4, high=1e-2, log=True),
+    ])
+    def test_a_numeric_gene_moves_by_a_gaussian_step_of_sigma_times_its_range(self, param: Param) -> None:
+        # the middle of the range, on the parameter's own scale, and steps far from its ends
+        middle, sigma, rng = param.from_unit(0.5), 0.05, random.Random(0)
+        steps = [param.to_unit(_mutate_gene(param, middle, sigma, rng)) - 0.5 for _ in range(4000)]
+        assert abs(statistics.mean(steps)) < 0.005
+        assert statistics.stdev(steps) == pytest.approx(sigma, rel=0.05)
 
 
 class TestSMAC:
@@ -418,6 +483,23 @@ class TestSMAC:
         # the most recent trial is among the best: an older one takes its place among the recent
         costs = np.array([0.9, 0.1, 0.8, 0.7, 0.6, 0.2, 0.5, 0.05])
         assert model_rows(costs, 4).tolist() == [1, 5, 6, 7]
+
+    def test_the_random_fallback_draws_a_configuration_not_evaluated_yet(self) -> None:
+        # what SMAC proposes once it runs out of new configurations or repeats itself: a
+        # draw from the space, one not evaluated while there is any
+        space = space_at(16)
+        sizes = Param("batch_size", CATEGORICAL, choices=(16, 32, 64, 128))
+        tiny = space.with_params([sizes if p.name == "batch_size" else fixed(p) for p in space.params])
+        smac = SMAC.create(tiny, budget=8, seed=0)
+        told = set()
+        for _ in range(3):
+            config = smac.ask()
+            smac.tell(config, objective(config, tiny))
+            told.add(config["batch_size"])
+        assert len(told) == 3
+        drawn = smac._random_new_config()  # type: ignore[attr-defined]
+        assert_in_space(drawn, tiny)
+        assert {drawn["batch_size"]} == {16, 32, 64, 128} - told
 
     def test_max_history_is_validated(self) -> None:
         raw = yaml.safe_load((CONF / "optimizer" / "smac.yaml").read_text())
@@ -508,6 +590,79 @@ def test_a_missing_library_is_named_when_a_stage_builds_the_optimizer() -> None:
         create_optimizer("x", space_at(16), budget=2, seed=0, settings=Elsewhere())
 
 
+@pytest.mark.parametrize("name", ["random", "tpe", "ga", "smac"])
+def test_a_tell_without_an_ask_is_refused(name: str) -> None:
+    optimizer = Subject(name).create(space_at(16), budget=4, seed=0)
+    message = r"^tell\(\) without a preceding ask\(\)$"
+    with pytest.raises(RuntimeError, match=message):
+        optimizer.tell({}, 0.5)
+    config = optimizer.ask()
+    optimizer.tell(config, 0.5)
+    with pytest.raises(RuntimeError, match=message):  # that ask is answered already
+        optimizer.tell(config, 0.5)
+
+
+@pytest.mark.parametrize("name", ["ga", "smac"])
+def test_asking_twice_without_a_tell_is_refused(name: str) -> None:
+    optimizer = Subject(name).create(space_at(16), budget=4, seed=0)
+    optimizer.ask()
+    with pytest.raises(RuntimeError, match=r"^ask\(\) called twice without tell\(\) in between$"):
+        optimizer.ask()
+
+
+class Scripted(Optimizer[RandomSettings]):
+    """Proposes the configurations it was given, in order, and learns nothing."""
+
+    learns_from_losses = False
+
+    def __init__(self, proposals: Sequence[Config]) -> None:
+        super().__init__(space_at(16), budget=len(proposals), seed=0, settings=RandomSettings())
+        self.proposals = list(proposals)
+
+    def ask(self) -> Config:
+        return self.proposals.pop(0)
+
+    def tell(self, config: Config, loss: float) -> None:
+        """Nothing to learn."""
+
+
+@pytest.mark.parametrize(("proposed", "stored", "resumes"), [
+    ({"lr": 0.1, "n_fc": 2}, {"lr": 0.1 * (1 + 1e-12), "n_fc": 2}, True),  # a float's rounding
+    ({"lr": 1000.0}, {"lr": 1000.0 + 5e-7}, True),  # 1e-9 of the value beyond 1 ...
+    ({"lr": 0.001}, {"lr": 0.001 + 1.5e-9}, False),  # ... 1e-9 below
+    ({"lr": 0.1}, {"lr": 0.1 + 1e-6}, False),
+    ({"n_fc": 3}, {"n_fc": 3.0 + 1e-12}, True),  # an int against a float: compared as floats
+    ({"n_fc": 2, "lr": 0.1}, {"n_fc": 3, "lr": 0.1}, False),  # another value that is no float
+    ({"n_fc": 2}, {"n_fc": 2, "lr": 0.1}, False),  # another parameter
+])
+def test_replay_accepts_a_stored_trial_equal_up_to_float_rounding(
+    proposed: Config, stored: Config, resumes: bool
+) -> None:
+    """A stored float went through JSON and an optimizer's arithmetic: equal within 1e-9
+    relative (absolute below 1); any other value must be equal."""
+    optimizer = Scripted([proposed])
+    if resumes:
+        optimizer.replay([(stored, 0.5)])
+        return
+    message = (
+        f"cannot resume: trial 0 in the store was {stored}, but the optimizer now proposes "
+        f"{proposed}. The seed, search space or optimizer settings differ from the run that "
+        "wrote the store; delete the store to start over."
+    )
+    with pytest.raises(RuntimeError, match=f"^{re.escape(message)}$"):
+        optimizer.replay([(stored, 0.5)])
+
+
+def test_an_optimizer_file_without_its_settings_class_is_named(tmp_path: Path) -> None:
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / GROUP / "broken.yaml").write_text("population: 3\n")
+    registry = Registry(conf)
+    message = (r"^optimizer/broken.yaml: _target_ must name the optimizer's settings class as "
+               r"'module.Class' \(a subclass of iishpo.optimizers.settings.OptimizerSettings\), got None$")
+    with pytest.raises(SettingsError, match=message):
+        registry["broken"]
+
+
 # -- an optimizer added by the README's recipe: its module and its YAML, nothing else -----
 SOBOL_MODULE = '''"""Sobol points over the search space (scipy.stats.qmc)."""
 
@@ -581,6 +736,8 @@ class TestAnAddedOptimizer(OptimizerContract):
 
     def test_the_configuration_composes_checks_and_builds_it(self, subject: Subject) -> None:
         assert "sobol" in Registry(subject.conf) and "sobol" not in NAMES
+        files = sorted(path.stem for path in (subject.conf / GROUP).glob("*.yaml"))
+        assert list(Registry(subject.conf)) == files and len(Registry(subject.conf)) == len(NAMES) + 1
         settings = load_settings(["study=smoke", "study.optimizers=[sobol,random]"], config_dir=subject.conf)
         assert type(settings.optimizers["sobol"]).__name__ == "SobolSettings"
         assert settings.optimizers["sobol"] == subject.shipped()

@@ -328,7 +328,7 @@ def _summary(
         dataset=key.dataset, optimizer=key.optimizer, strategy=key.strategy,
         seed=key.seed, stage=key.stage, resolution=resolution, budget=budget,
         n_trials=len(trials), n_failed=len(trials) - len(ok),
-        wall_time=trials[-1].elapsed if trials else 0.0,
+        wall_time=trials[-1].elapsed,  # a stage ends with its whole budget, at least 1 trial
         best=None if best is None else BestTrial(best.number, best.val_error, best.config),  # type: ignore[arg-type]
         config_digest=digest(stage_config(settings, key)),
         provenance=training_provenance(settings, device, key.seed),

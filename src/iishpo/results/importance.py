@@ -6,7 +6,8 @@ hyperparameter explains alone (main effect) and the share each pair explains bey
 main effects (interaction). Single shares come from Optuna's maintained
 ``FanovaImportanceEvaluator``; it has no pairs, so :func:`decompose` computes singles and
 pairs by the same marginal-variance decomposition over a forest fitted exactly like
-Optuna's (same settings and seed), and the tests check that its singles equal Optuna's.
+Optuna's (same settings, seed and column order), and the tests check that its singles
+equal Optuna's.
 
 What is analysed:
 
@@ -19,9 +20,9 @@ What is analysed:
   over ``[low - 0.5, high + 0.5]`` and categorical choices as their index over
   ``[-0.5, k - 0.5]`` (the choices here are ordered numbers), so that every value weighs
   the same.
-* Only successful trials (a failed trial has no validation error). Fewer than
-  ``len(params) + 1`` of them, or a constant validation error, gives a :class:`Importance`
-  with a ``note`` saying why and no numbers.
+* Only successful trials (a failed trial has no validation error). No parameter to
+  analyse, fewer than ``len(params) + 1`` trials, or a constant validation error, gives an
+  :class:`Importance` with a ``note`` saying why and no numbers.
 """
 
 from __future__ import annotations
@@ -221,6 +222,12 @@ def importance(trials: Sequence[Trial], space: SearchSpace, *, seed: int = 0) ->
     """fANOVA of the validation error over ``trials`` evaluated in ``space`` (one resolution)."""
     params = analysed_params(space)
     x, y, bounds = encode(trials, space, params)
+    if not params:
+        return Importance(
+            space.resolution, len(y), params,
+            note=f"no hyperparameter takes more than one value at {space.resolution} px: "
+            "nothing to analyse",
+        )
     needed = len(params) + 1
     if len(y) < needed:
         return Importance(
@@ -235,10 +242,15 @@ def importance(trials: Sequence[Trial], space: SearchSpace, *, seed: int = 0) ->
             f"trials at {space.resolution} px: nothing to explain",
         )
     single = optuna_singles(x, y, bounds, params, seed=seed)
-    _, interactions = decompose(x, y, bounds, seed=seed)
+    # Optuna fits its forest on the columns in name order, and a tree depends on the order
+    # (of splits that fit equally well it takes the first it tries): pairs from that forest.
+    names = sorted(params)
+    columns = [params.index(p) for p in names]
+    _, interactions = decompose(x[:, columns], y, bounds[columns], seed=seed)
+    shares = interactions + interactions.T  # the upper triangle, either way round
     pairs = {
-        (params[i], params[j]): float(interactions[i, j])
-        for i, j in itertools.combinations(range(len(params)), 2)
+        (p, q): float(shares[names.index(p), names.index(q)])
+        for p, q in itertools.combinations(params, 2)
     }
     return Importance(space.resolution, len(y), params, single, pairs)
 
