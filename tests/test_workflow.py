@@ -266,7 +266,8 @@ def test_progress_rows_match_the_trials(settings: Settings, layout: Layout) -> N
     rows = read_csv(layout.progress("synthetic"))
     assert [(int(r["evaluation"]), r["series"], float(r["best_val_error"])) for r in rows] == expected
     assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in settings.study.strategies}
-    assert all(p.stat().st_size > 5000 for p in figure_files(layout.progress_figure("synthetic")))
+    figures = figure_files(layout.progress_figure("synthetic")) + figure_files(layout.rank_figure("synthetic"))
+    assert all(p.stat().st_size > 5000 for p in figures)
 
 
 def test_summary_refuses_results_of_another_configuration(finished_study: Path, settings: Settings) -> None:
