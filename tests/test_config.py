@@ -299,7 +299,8 @@ def test_claim_study_has_the_evidence_it_claims() -> None:
     claimed = yaml.safe_load((CONF / "study" / "claim.yaml").read_text())["study"]
     assert study.datasets == ("synthetic",)
     assert study.optimizers == tuple(claimed["optimizers"]) == ("random", "tpe", "ga", "smac")
-    assert set(study.strategies) == {"standard", "iis", "narrowing"}
+    assert set(study.strategies) == {"standard", "iis", "narrowing", "halving", "hyperband"}
+    assert set(compose("study=flowers-claim").study.strategies) == set(study.strategies)
     assert len(study.seeds) >= 5
     for strategy in ("iis", "narrowing"):  # every stage that hands ranges on has >= 10 trials
         assert all(budget >= 10 for _, budget in study.stages(strategy)[:-1])

@@ -102,6 +102,7 @@ def test_files_are_every_output_of_every_run_the_summary_and_the_importance_anal
         f"{run.format('independent')}/stage1/trials.jsonl", f"{run.format('independent')}/stage1/stage.json",
         "summary.md", "table1.md", "comparisons.csv", "summary.csv", "runs.csv", "metrics.json",
         "progress/synthetic.csv", "figures/fig5_progress_synthetic.png", "figures/fig5_progress_synthetic.svg",
+        "figures/mean_rank_synthetic.png", "figures/mean_rank_synthetic.svg",
         f"{importance}importance.md", f"{importance}importance.csv",
         f"{importance}fig2_importance.png", f"{importance}fig2_importance.svg",
         f"{importance}fig3_learning_rate.png", f"{importance}fig3_learning_rate.svg",
@@ -109,7 +110,7 @@ def test_files_are_every_output_of_every_run_the_summary_and_the_importance_anal
     ]
     assert Layout("/r").files(study) == [Path("/r", path) for path in expected]
     standard = compose(*TINY, "study.optimizers=[tpe]", "study.strategies=[standard]").study
-    assert Layout("/r").files(standard) == [Path("/r", path) for path in expected[:4] + expected[14:23]]
+    assert Layout("/r").files(standard) == [Path("/r", path) for path in expected[:4] + expected[14:25]]
 
 
 def test_transfer_runs_one_per_dataset_and_its_sources_add_the_promoting_runs() -> None:

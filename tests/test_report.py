@@ -90,7 +90,7 @@ def test_report_of_a_tiny_study_shows_every_figure(tmp_path: Path) -> None:
     embedded = {
         name: uri for uri, name in re.findall(r'"(data:image/(?:png|svg\+xml);charset=utf8;filename=([^;"]+);base64,[^"]+)"', html)
     }
-    expected_files = {f"{stem}.{fmt}" for stem in ("fig5_progress_synthetic", *IMPORTANCE_FIGURES) for fmt in FIGURE_FORMATS}
+    expected_files = {f"{stem}.{fmt}" for stem in ("fig5_progress_synthetic", "mean_rank_synthetic", *IMPORTANCE_FIGURES) for fmt in FIGURE_FORMATS}
     assert expected_files <= embedded.keys(), sorted(embedded)
     images = [embedded[name] for name in sorted(expected_files)]
     figure_captions = sorted(CAPTIONS.glob("fig*.rst"))

@@ -231,6 +231,25 @@ def test_a_promoted_rung_evaluates_exactly_the_promoted_configurations(
     assert [t.config for t in read_trials(tmp_path / "out" / TRIALS)] == INITIAL
 
 
+def test_a_promoted_rung_whose_configurations_all_fail_is_a_result_not_a_stop(
+    data_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configurations that trained at the rung below and diverge at this resolution: the
+    rung records them as failed (more than max_failure_fraction 0.5 of its 3 would stop any
+    other stage); a stage that proposes its own configurations still stops."""
+    settings = compose(*TINY, "study.strategies=[standard,halving]", "study.budget=12")
+    key = StageKey("synthetic", "tpe", "halving", 0, 1)
+    promotions = tmp_path / "promotions.json"
+    write_record(promotions, PromotionsRecord(RESOLUTION, INITIAL, [4, 0, 7], [0.1, 0.2, 0.3], config_digest=""))
+    StandIn(monkeypatch, key, fail={n: Diverged("loss became nan") for n in range(3)})
+    run_stage(settings, key, data_file, promotions, tmp_path / "out")
+    trials = read_trials(tmp_path / "out" / TRIALS)
+    assert [(t.config, t.status, t.loss) for t in trials] == [(c, "failed", 1.0) for c in INITIAL]
+    StandIn(monkeypatch, KEY, fail={n: Diverged("loss became nan") for n in range(3)})
+    with pytest.raises(StageFailed, match="3 of 3 evaluations failed"):
+        run_stage(compose(*TINY), KEY, data_file, None, tmp_path / "standard")
+
+
 # -- what a stage records -----------------------------------------------------------------
 
 

@@ -28,13 +28,14 @@ from iishpo.plan.layout import (
     stage_config,
     stages,
 )
-from iishpo.results import figures
+from iishpo.results import figures, ranking
 from iishpo.results.artifacts import EvaluationRecord, StageRecord, write_record
 from iishpo.results.figures import PAPER_TABLE1
 from iishpo.results.provenance import Provenance, provenance
 from iishpo.results.summary import (
     RunResult,
     StaleResults,
+    compared_pairs,
     compared_strategies,
     comparisons,
     load_run,
@@ -74,6 +75,14 @@ def figure_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     return calls
 
 
+@pytest.fixture(autouse=True)
+def rank_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """The mean-rank figure, recorded instead of drawn, as Fig. 5 is."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(ranking, "rank_figure", lambda *args: calls.append(args))
+    return calls
+
+
 #: one made-up trial: (status, validation error or None, seconds since its stage began)
 MadeTrial = tuple[str, float | None, float]
 
@@ -105,7 +114,7 @@ def write_run(settings: Settings, layout: Layout, run: RunKey, rng: random.Rando
     for plan in stages(settings.study, run):
         elapsed, trials = 0.0, []
         for _ in range(plan.budget):
-            elapsed += rng.uniform(1.0, 20.0) * plan.resolution / 8  # smaller images train faster
+            elapsed += rng.uniform(8.0, 12.0) * plan.resolution / 8  # smaller images train faster
             trials.append(("ok", round(rng.uniform(0.05, 0.9), 6), elapsed))
         stage_trials.append(trials)
         walls.append(elapsed + 0.5)
@@ -148,6 +157,7 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
     metrics = json.loads(layout.metrics.read_text())["synthetic"]
     summary = layout.summary_markdown.read_text()
     summary_lines, beyond_noise = summary.splitlines(), set()
+    raw = sorted(float(r["p_ttest"]) for r in rows)
     for row in rows:
         d = [
             truth[RunKey("synthetic", row["optimizer"], row["strategy"], s)][row["metric"]]
@@ -168,18 +178,24 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
         assert float(row["ci_high"]) == pytest.approx(mean + half, rel=1e-9)
         assert float(row["p_ttest"]) == pytest.approx(p_t, rel=1e-9)
         assert float(row["p_wilcoxon"]) == pytest.approx(p_w, rel=1e-9)
-        assert row["beyond_noise"] == str(p_t < 0.05)
+        # Holm over the study's 12 tests: the k-th smallest raw p times (12 - k + 1), the
+        # largest such product up to this row's p, capped at 1
+        p_h = min(1.0, max((len(raw) - k) * q for k, q in enumerate(raw) if q <= float(row["p_ttest"])))
+        assert float(row["p_holm"]) == pytest.approx(p_h, rel=1e-9)
+        assert row["beyond_noise"] == str(p_h < 0.05)
+        assert f"(Holm-adjusted over 12 tests: {p_h:.3g})" in row["verdict"]
         assert f"- {row['optimizer']}: {row['verdict']}." in summary_lines
         fmt = "{:+.1f}" if row["metric"] == "wall_time" else "{:+.4f}"
         assert (
             f"| {row['optimizer']} | {row['strategy']} | {METRIC_WORDS[row['metric']]} | {n} | {fmt.format(mean)} "
-            f"| {fmt.format(mean - half)} .. {fmt.format(mean + half)} | {p_t:.3g} | {p_w:.3g} "
-            f"| {'yes' if p_t < 0.05 else 'no'} |"
+            f"| {fmt.format(mean - half)} .. {fmt.format(mean + half)} | {p_t:.3g} | {p_h:.3g} | {p_w:.3g} "
+            f"| {'yes' if p_h < 0.05 else 'no'} |"
         ) in summary_lines
-        beyond_noise.add(p_t < 0.05)
+        beyond_noise.add(p_h < 0.05)
         entry = metrics[row["optimizer"]][f"{row['strategy']}_vs_standard"][row["metric"]]
         assert entry == {"mean_difference": round(mean, 6), "ci_low": round(mean - half, 6),
-                         "ci_high": round(mean + half, 6), "p_ttest": round(p_t, 6), "n_seeds": n}
+                         "ci_high": round(mean + half, 6), "p_ttest": round(p_t, 6), "p_holm": round(p_h, 6),
+                         "n_seeds": n}
     assert beyond_noise == {True, False}  # both words of the table are checked
     for optimizer in ("random", "tpe"):
         for strategy in ("standard", "iis", "narrowing"):
@@ -189,12 +205,13 @@ def test_every_comparison_number_equals_scipy_on_the_paired_seeds(tmp_path: Path
                 "wall_time": round(mean["wall_time"], 3), "best_val_error": round(mean["best_val_error"], 6),
                 "test_score": round(mean["test_score"], 6)}, abs=1e-12)
     assert "Fewer than" not in summary
+    assert "Holm-adjusted over every test of the study (the rows with a p-value in every data set's table, 12 here)" in summary
 
 
-def test_fig5_files_are_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fig5_and_rank_files_are_drawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()  # draw the real figure
     layout, _ = make_study(tmp_path, settings_with((0,), "[standard,iis]"))
-    for figure in figure_files(layout.progress_figure("synthetic")):
+    for figure in figure_files(layout.progress_figure("synthetic")) + figure_files(layout.rank_figure("synthetic")):
         assert figure.stat().st_size > 5000
 
 
@@ -338,18 +355,20 @@ def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
         "",
         "## synthetic: each strategy against standard, paired by seed",
         "",
-        ("Differences are strategy minus standard of the same seed (negative: less time, lower error; positive "
-         "test score: better). 95% confidence interval from Student's t, paired t-test and Wilcoxon signed-rank "
-         "test at the 5% level."),
+        ("Differences are strategy minus standard of the same seed (`a vs b`: a minus b; negative: less time, "
+         "lower error; positive test score: better). 95% confidence interval from Student's t, paired t-test and "
+         "Wilcoxon signed-rank test. Beyond seed noise: the t-test's p-value, Holm-adjusted over every test of the "
+         "study (the rows with a p-value in every data set's table, 0 here), below 5%; the intervals and raw "
+         "p-values are not adjusted."),
         "",
         ("**Fewer than 3 seeds: no interval or test is possible**; the differences below are single observations, "
          "not evidence."),
         "",
-        "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
-        "|---|---|---|---|---|---|---|---|---|",
-        "| random | iis | wall time (s) | 2 | -384.0 | – | – | – | no test |",
-        "| random | iis | best validation error | 2 | +0.0500 | – | – | – | no test |",
-        "| random | iis | test score | 2 | -0.1250 | – | – | – | no test |",
+        "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Holm p | Wilcoxon p | beyond seed noise |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| random | iis | wall time (s) | 2 | -384.0 | – | – | – | – | no test |",
+        "| random | iis | best validation error | 2 | +0.0500 | – | – | – | – | no test |",
+        "| random | iis | test score | 2 | -0.1250 | – | – | – | – | no test |",
         "",
         f"- random: {verdicts['wall_time']}.",
         f"- random: {verdicts['best_val_error']}.",
@@ -373,20 +392,23 @@ def test_markdown_table1_and_metrics_of_the_hand_study(tmp_path: Path) -> None:
         "standard": {"wall_time": 720.0, "best_val_error": 0.2, "test_score": 0.75},
         "iis": {"wall_time": 336.0, "best_val_error": 0.25, "test_score": 0.625},
         "iis_vs_standard": {
-            metric: {"mean_difference": mean, "ci_low": None, "ci_high": None, "p_ttest": None, "n_seeds": 2}
+            metric: {"mean_difference": mean, "ci_low": None, "ci_high": None, "p_ttest": None, "p_holm": None,
+                     "n_seeds": 2}
             for metric, mean in (("wall_time", -384.0), ("best_val_error", 0.05), ("test_score", -0.125))
         },
     }}}
     assert read_csv(layout.comparisons) == [
         {"dataset": "synthetic", "optimizer": "random", "strategy": "iis", "baseline": "standard", "metric": metric,
          "n_seeds": "2", "mean_difference": mean, "std": "", "ci_low": "", "ci_high": "", "p_ttest": "",
-         "p_wilcoxon": "", "beyond_noise": "", "verdict": verdicts[metric]}
+         "p_holm": "", "p_wilcoxon": "", "beyond_noise": "", "verdict": verdicts[metric]}
         for metric, mean in (("wall_time", "-384.0"), ("best_val_error", "0.04999999999999999"),
                              ("test_score", "-0.125"))
     ]
 
 
-def test_progress_rows_and_fig5_runs_of_the_hand_study(tmp_path: Path, figure_calls: list[tuple]) -> None:
+def test_progress_rows_and_fig5_runs_of_the_hand_study(
+    tmp_path: Path, figure_calls: list[tuple], rank_calls: list[tuple]
+) -> None:
     settings, layout = hand_study(tmp_path)
     summarize(settings, layout.root)
     # best validation error so far within the stage, mean over the seeds that have one
@@ -405,6 +427,16 @@ def test_progress_rows_and_fig5_runs_of_the_hand_study(tmp_path: Path, figure_ca
     for r in fig_runs:
         made = HAND_RUNS[(r.strategy, r.seed)][0]
         assert [[(t.status, t.val_error, t.elapsed) for t in stage] for stage in r.stages] == made
+    # the result (last) stage's best so far, from the run's start: IIS's after its first stage's wall time
+    [(curves, title, stem)] = rank_calls
+    assert title == "synthetic, study smoke: mean rank of each strategy's best validation error so far"
+    assert stem == layout.rank_figure("synthetic")
+    assert [(c.optimizer, c.strategy, c.seed, c.points) for c in curves] == [
+        ("random", "standard", 0, ((3.0, math.inf), (10.0, 0.5), (25.0, 0.3), (40.0, 0.3))),
+        ("random", "standard", 1, ((5.0, 0.6), (15.0, 0.2), (30.0, 0.2), (60.0, 0.1))),
+        ("random", "iis", 0, ((126.0, math.inf), (132.0, 0.35))),
+        ("random", "iis", 1, ((105.0, 0.25), (112.0, 0.15))),
+    ]
 
 
 def test_a_run_counts_time_from_its_start_and_the_best_error_within_each_stage(tmp_path: Path) -> None:
@@ -412,8 +444,24 @@ def test_a_run_counts_time_from_its_start_and_the_best_error_within_each_stage(t
     run = load_run(settings, layout, RunKey("synthetic", "random", "iis", 0))
     # stage 1 starts after stage 0's 120 s; its first trial failed, so it has no best yet
     assert run.progress == [(1, 4.0, 0.7), (2, 8.0, 0.45), (3, 126.0, math.inf), (4, 132.0, 0.35)]
+    assert run.result_curve.points == ((126.0, math.inf), (132.0, 0.35))  # the result stage only
     assert (run.wall_time, run.n_evaluations, run.n_failed, run.best_val_error) == (360.0, 4, 1, 0.35)
     assert (run.test_score, run.test_metric, run.seed) == (0.5, "accuracy", 0)
+
+
+def test_hyperbands_result_grows_over_every_brackets_last_rung(tmp_path: Path) -> None:
+    """Hyperband with ladder 16/32 and 6 evaluations: brackets [3 at 16, 1 at 32] and [2 at
+    32]; its result stages are 1 and 2, and the best so far carries from one to the next."""
+    settings, layout = composed("study.strategies=[hyperband]", "study.budget=6", "study.optimizers=[random]",
+                                "study.seeds=[0]"), Layout(tmp_path / "results")
+    run = RunKey("synthetic", "random", "hyperband", 0)
+    assert [(p.resolution, p.budget) for p in stages(settings.study, run)] == [(16, 3), (32, 1), (32, 2)]
+    write_files(settings, layout, run, made_provenance(0),
+                [[("ok", 0.2, 2.0), ("ok", 0.6, 4.0), ("ok", 0.5, 6.0)], [("ok", 0.4, 9.0)],
+                 [("ok", 0.45, 5.0), ("ok", 0.3, 11.0)]], [0, 0, 0], [10.0, 20.0, 15.0], [0.5])
+    loaded = load_run(settings, layout, run)
+    assert loaded.result_curve.points == ((19.0, 0.4), (35.0, 0.4), (41.0, 0.3))
+    assert loaded.best_val_error == 0.3 == loaded.result_curve.points[-1][1]
 
 
 def test_a_last_stage_without_a_successful_trial_is_refused(tmp_path: Path) -> None:
@@ -467,7 +515,7 @@ def result(dataset: str, optimizer: str, strategy: str, seed: int, wall_time: fl
     """A run's numbers as the summary loads them (progress: the best error per evaluation)."""
     return RunResult(dataset, optimizer, strategy, seed, wall_time, len(progress), 0, best_val_error, test_score,
                      "accuracy", [(i + 1, float(i), e) for i, e in enumerate(progress)],
-                     figures.RunTrials(optimizer, strategy, seed, ()))
+                     figures.RunTrials(optimizer, strategy, seed, ()), ranking.Curve(optimizer, strategy, seed, ()))
 
 
 def test_time_reduction_needs_both_strategies_and_a_positive_baseline_time() -> None:
@@ -523,6 +571,33 @@ def test_comparisons_pair_the_seeds_that_have_both_runs() -> None:
         ("c", "tpe", "narrowing", "standard", "test_score", (0,), (0.125,)),
     ]
     assert comparisons(runs_, ["iis"]) == []
+
+
+def test_iis_is_compared_with_halving_too_and_holm_spans_every_data_set() -> None:
+    assert compared_pairs(["halving", "iis", "standard", "narrowing"]) == [
+        ("iis", "standard"), ("narrowing", "standard"), ("halving", "standard"), ("iis", "halving"),
+    ]
+    assert compared_pairs(["halving", "iis"]) == [("iis", "halving")]
+    assert compared_pairs(["hyperband", "iis", "standard"]) == [("iis", "standard"), ("hyperband", "standard")]
+    # wall times of seeds 0-2 (standard, iis, halving): iis - halving = -1, -2, -3; the
+    # other metrics equal, so their differences are all 0 (p = 1)
+    runs_ = [
+        result(dataset, "random", strategy, seed, wall)
+        for dataset in ("a", "b")
+        for seed, walls in enumerate([(20.0, 9.0, 10.0), (30.0, 10.0, 12.0), (25.0, 11.0, 14.0)])
+        for strategy, wall in zip(("standard", "iis", "halving"), walls, strict=True)
+    ]
+    out = comparisons(runs_, ["standard", "iis", "halving"])
+    assert [(d, c.strategy, c.baseline, c.metric) for d, _, c in out] == [
+        (d, s, b, m) for d in ("a", "b") for s, b in (("iis", "standard"), ("halving", "standard"), ("iis", "halving"))
+        for m in ("wall_time", "best_val_error", "test_score")
+    ]
+    direct = [c for _, _, c in out if c.baseline == "halving" and c.metric == "wall_time"]
+    assert [c.differences for c in direct] == [(-1.0, -2.0, -3.0)] * 2
+    assert {c.family for _, _, c in out} == {18}  # 2 data sets x 3 pairs x 3 metrics
+    raw = sorted(c.p_ttest for _, _, c in out)
+    for _, _, c in out:
+        assert c.p_holm == pytest.approx(min(1.0, max((18 - k) * q for k, q in enumerate(raw) if q <= c.p_ttest)))
 
 
 def test_progress_means_skip_runs_without_a_success_yet_and_shorter_runs() -> None:

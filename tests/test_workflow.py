@@ -39,7 +39,7 @@ from iishpo.plan.layout import (
 from iishpo.results.artifacts import read_evaluation, read_promotions, read_ranges, read_stage
 from iishpo.search.space import Config, SearchSpace
 from iishpo.settings.config import Settings
-from iishpo.settings.strategies import STRATEGIES
+from iishpo.settings.strategies import PROMOTIONS, RANGES, STRATEGIES
 from iishpo.store import Trial, read_trials
 from workflow_runs import STUDY, jobs_in, planned_jobs, snakemake
 
@@ -66,11 +66,12 @@ def jobs_of_runs(settings: Settings, chosen: list[RunKey], from_stage: int = 0) 
     jobs = {("summarize", ""), ("record_configuration", "")}
     for run in chosen:
         plans = stages(settings.study, run)
+        handoff = {RANGES: "extract_ranges", PROMOTIONS: "promote_configs"}.get(STRATEGIES[run.strategy].handoff)
         for plan in plans:
             if plan.key.stage >= from_stage:
                 jobs.add(("run_stage", wildcards(plan.key)))
-            if plan.key.stage + 1 < len(plans) and plan.key.stage + 1 >= from_stage:
-                jobs.add(("extract_ranges", wildcards(plan.key)))
+            if handoff and plan.key.stage + 1 < len(plans) and plan.key.stage + 1 >= from_stage:
+                jobs.add((handoff, wildcards(plan.key)))
         jobs.add(("evaluate_test", wildcards(run)))
     return jobs
 
@@ -266,7 +267,8 @@ def test_progress_rows_match_the_trials(settings: Settings, layout: Layout) -> N
     rows = read_csv(layout.progress("synthetic"))
     assert [(int(r["evaluation"]), r["series"], float(r["best_val_error"])) for r in rows] == expected
     assert {r["series"] for r in rows} == {f"{o}-{s}" for o in settings.study.optimizers for s in settings.study.strategies}
-    assert all(p.stat().st_size > 5000 for p in figure_files(layout.progress_figure("synthetic")))
+    figures = figure_files(layout.progress_figure("synthetic")) + figure_files(layout.rank_figure("synthetic"))
+    assert all(p.stat().st_size > 5000 for p in figures)
 
 
 def test_summary_refuses_results_of_another_configuration(finished_study: Path, settings: Settings) -> None:
@@ -362,13 +364,14 @@ SYN2 = "+dataset@datasets.syn2=synthetic"
         (("study.seeds=[0,1,2]",), lambda run: run.seed == 2, False),
         (("study.seeds=[1]",), lambda run: False, False),
         (("study.optimizers=[ga,random]",), lambda run: False, False),
+        (("study.strategies=[standard,iis,narrowing,halving]",), lambda run: run.strategy == "halving", False),
     ],
-    ids=["replace-dataset", "add-dataset", "add-seed", "drop-seed", "drop-optimizers"],
+    ids=["replace-dataset", "add-dataset", "add-seed", "drop-seed", "drop-optimizers", "add-strategy"],
 )
 def test_a_changed_study_reruns_its_new_runs_and_the_summary(
     finished_study: Path, change: tuple[str, ...], new_runs: Callable[[RunKey], bool], new_data: bool
 ) -> None:
-    """Data sets, optimizers and seeds decide which runs exist and what the summary holds:
+    """Data sets, optimizers, strategies and seeds decide which runs exist and what the summary holds:
     a change plans the runs it adds (and their data), the summary and the record of the
     configuration, nothing else."""
     changed = compose(*STUDY, *change)

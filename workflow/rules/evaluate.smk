@@ -43,6 +43,10 @@ rule summarize:
             report(str(path), caption="../report/fig5_progress.rst", category="Experiment 2: IIS vs standard", subcategory=d)
             for d in STUDY.datasets for path in figure_files(LAYOUT.progress_figure(d))
         ],
+        ranks=[
+            report(str(path), caption="../report/mean_rank.rst", category="Experiment 2: IIS vs standard", subcategory=d)
+            for d in STUDY.datasets for path in figure_files(LAYOUT.rank_figure(d))
+        ],
     params:
         config=digest(summary_config(SETTINGS)),
         results=lambda wc, output: Path(output.markdown).parent,

@@ -24,7 +24,8 @@ Failures: an evaluation that diverges (non-finite loss), runs out of memory (or 
 ``trainer.memory_limit_mb``), or raises is recorded as ``failed`` with its error and told
 to the optimizer as the worst loss (1.0); the stage goes on. When more than
 ``study.max_failure_fraction`` of the budget has failed the stage stops with
-:class:`StageFailed`, naming the most common cause; the journal is kept.
+:class:`StageFailed`, naming the most common cause; the journal is kept. A rung of
+successive halving or Hyperband that trains promoted configurations again has no limit.
 
 Outputs are written only when every evaluation is done: ``trials.jsonl`` (a copy of the
 journal) and ``stage.json`` (summary and provenance), each atomically. The journal stays:
@@ -212,7 +213,12 @@ def _run(
     if len(trials) > budget:
         raise ValueError(f"{store.path} holds {len(trials)} trials, more than the budget {budget}")
     optimizer.replay([(t.config, t.loss) for t in trials])
-    max_failures = int(study.max_failure_fraction * budget)
+    # a rung that trains promoted configurations again is no test of the setup: a failure
+    # there says that a configuration which trained at the rung below does not at this
+    # resolution, a result of halving (told as the worst loss, as any failure); and its
+    # rungs are small, so that one failure would exceed any fraction below 1
+    promoted = STRATEGIES[key.strategy].handoff is PROMOTIONS and bool(initial)
+    max_failures = budget if promoted else int(study.max_failure_fraction * budget)
     if trials:
         log.info("%s: resuming after %d finished evaluations", key.label(), len(trials))
         _check_failures(key, trials, budget, max_failures, study.max_failure_fraction)

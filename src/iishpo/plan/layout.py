@@ -230,6 +230,10 @@ class Layout:
         """Fig. 5's stem: ``figures.FORMATS`` give the files (:func:`figure_files`)."""
         return self.root / "figures" / f"fig5_progress_{dataset}"
 
+    def rank_figure(self, dataset: str) -> Path:
+        """The stem of each strategy's mean rank over wall time (:mod:`iishpo.results.ranking`)."""
+        return self.root / "figures" / f"mean_rank_{dataset}"
+
     # Experiment 1: hyperparameter importance of the ``independent`` runs.
     def importance_dir(self, dataset: str) -> Path:
         return self.root / "importance" / dataset
@@ -307,6 +311,7 @@ class Layout:
             self.summary_markdown, self.table1, self.comparisons, self.summary_table, self.runs_table,
             self.metrics, *(self.progress(d) for d in datasets),
             *(path for d in datasets for path in figure_files(self.progress_figure(d))),
+            *(path for d in datasets for path in figure_files(self.rank_figure(d))),
         ]
 
     def importance_files(self, dataset: str) -> list[Path]:

@@ -3,13 +3,16 @@ seeds, progress (Fig. 5).
 
 Outputs, all under ``results/<study>/``: ``runs.csv`` (one row per run), ``summary.csv``
 and ``summary.md`` (mean and std over seeds, the time reductions, and every compared
-strategy against ``standard`` paired by seed), ``comparisons.csv`` (those comparisons,
-one row per data set, optimizer, strategy and metric; :mod:`iishpo.results.comparison`),
+strategy against ``standard``, and ``iis`` against ``halving``, paired by seed),
+``comparisons.csv`` (those comparisons, one row per data set, optimizer, pair of
+strategies and metric, with the t-tests' p-values raw and Holm-adjusted over all rows of
+the study; :mod:`iishpo.results.comparison`),
 ``table1.md`` (Table 1 in minutes, the paper's numbers beside ours in the ``paper``
 study), ``metrics.json`` (for ``dvc metrics diff``), ``progress/<dataset>.csv`` (best
 validation error so far per evaluation, mean over seeds, one row per evaluation and
-``<optimizer>-<strategy>`` series, for ``dvc plots diff``) and Fig. 5 per data set under
-``figures/``. Paths come from :class:`iishpo.plan.layout.Layout`.
+``<optimizer>-<strategy>`` series, for ``dvc plots diff``), Fig. 5 and each strategy's
+mean rank over wall time (:mod:`iishpo.results.ranking`) per data set under ``figures/``. Paths
+come from :class:`iishpo.plan.layout.Layout`.
 
 ``independent`` runs (Experiment 1) have no test score and are not summarized here; see
 :mod:`iishpo.results.analysis`. A study whose stage or test files were made under another
@@ -37,9 +40,9 @@ from iishpo.plan.layout import (
     stage_config,
     stages,
 )
-from iishpo.results import figures
+from iishpo.results import figures, ranking
 from iishpo.results.artifacts import read_evaluation, read_stage
-from iishpo.results.comparison import MIN_SEEDS, PairedComparison, compare_paired
+from iishpo.results.comparison import MIN_SEEDS, PairedComparison, compare_paired, holm
 from iishpo.settings.config import Settings
 from iishpo.settings.strategies import BASELINE, STRATEGIES
 from iishpo.store import read_trials, write_atomic, write_json_atomic
@@ -48,7 +51,7 @@ from iishpo.store import read_trials, write_atomic, write_json_atomic
 COMPARED_METRICS = ("wall_time", "best_val_error", "test_score")
 COMPARISON_FIELDS = [
     "dataset", "optimizer", "strategy", "baseline", "metric", "n_seeds", "mean_difference",
-    "std", "ci_low", "ci_high", "p_ttest", "p_wilcoxon", "beyond_noise", "verdict",
+    "std", "ci_low", "ci_high", "p_ttest", "p_holm", "p_wilcoxon", "beyond_noise", "verdict",
 ]
 
 
@@ -66,6 +69,7 @@ class RunResult:
     test_metric: str
     progress: list[tuple[int, float, float]]  # (evaluation, elapsed, best val error in stage)
     trials: figures.RunTrials
+    result_curve: ranking.Curve  # the run's result (best_val_error) as it grew, for the mean ranks
 
 
 class StaleResults(ValueError):
@@ -88,7 +92,7 @@ def stale_files(settings: Settings, layout: Layout) -> list[Path]:
 def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
     """One run's numbers from its stage, trial and test files."""
     wall, progress, n_failed, evaluations = 0.0, [], 0, 0
-    stage_trials = []
+    stage_trials, curve = [], []
     result = {plan.key.stage for plan in result_stages(settings.study, run)}
     best_result = float("inf")  # the best validation error of the stages the result is chosen from
     for plan in stages(settings.study, run):
@@ -101,10 +105,11 @@ def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
                 best = min(best, t.val_error)
             evaluations += 1
             progress.append((evaluations, wall + t.elapsed, best))
+            if plan.key.stage in result:
+                best_result = min(best_result, best)
+                curve.append((wall + t.elapsed, best_result))
         wall += record.wall_time
         n_failed += record.n_failed
-        if plan.key.stage in result:
-            best_result = min(best_result, best)
     if best_result == float("inf"):
         raise ValueError(f"{layout.trials(plan.key)}: the result stages of {run} have no successful trial")
     test = read_evaluation(layout.test(run))
@@ -112,6 +117,7 @@ def load_run(settings: Settings, layout: Layout, run: RunKey) -> RunResult:
         run.dataset, run.optimizer, run.strategy, run.seed, wall, evaluations, n_failed,
         best_result, test.test_score, test.metric, progress,
         figures.RunTrials(run.optimizer, run.strategy, run.seed, tuple(stage_trials)),
+        ranking.Curve(run.optimizer, run.strategy, run.seed, tuple(curve)),
     )
 
 
@@ -152,27 +158,41 @@ def compared_strategies(strategies: Sequence[str]) -> list[str]:
     return [name for name, strategy in STRATEGIES.items() if strategy.compared and name in strategies]
 
 
+def compared_pairs(strategies: Sequence[str]) -> list[tuple[str, str]]:
+    """``(strategy, baseline)`` of every comparison the summary makes among ``strategies``:
+    each compared one against :data:`~iishpo.settings.strategies.BASELINE`, then the direct
+    comparisons of the strategy table (``compared_with``) whose strategies are both there."""
+    direct = [
+        (name, other) for name, strategy in STRATEGIES.items() if name in strategies
+        for other in strategy.compared_with if other in strategies
+    ]
+    return [(strategy, BASELINE) for strategy in compared_strategies(strategies)] + direct
+
+
 def comparisons(runs: Sequence[RunResult], strategies: Sequence[str]) -> list[tuple[str, str, PairedComparison]]:
-    """``(dataset, optimizer, comparison)`` of every compared strategy against the baseline
-    per metric, paired by seed (seeds that lack either run are left out)."""
+    """``(dataset, optimizer, comparison)`` of every pair of :func:`compared_pairs` per
+    metric, paired by seed (seeds that lack either run are left out), the t-tests'
+    p-values Holm-adjusted over all of them (the study's family of tests)."""
     by_key = {(r.dataset, r.optimizer, r.strategy, r.seed): r for r in runs}
+    keys = []
     out = []
     for dataset, optimizer in dict.fromkeys((r.dataset, r.optimizer) for r in runs):
-        for strategy in compared_strategies(strategies):
+        for strategy, baseline in compared_pairs(strategies):
             seeds = sorted(
                 seed for (d, o, s, seed) in by_key
-                if (d, o, s) == (dataset, optimizer, strategy) and (d, o, BASELINE, seed) in by_key
+                if (d, o, s) == (dataset, optimizer, strategy) and (d, o, baseline, seed) in by_key
             )
             if not seeds:
                 continue
             for metric in COMPARED_METRICS:
                 pairs = {
                     seed: (getattr(by_key[(dataset, optimizer, strategy, seed)], metric),
-                           getattr(by_key[(dataset, optimizer, BASELINE, seed)], metric))
+                           getattr(by_key[(dataset, optimizer, baseline, seed)], metric))
                     for seed in seeds
                 }
-                out.append((dataset, optimizer, compare_paired(metric, strategy, BASELINE, pairs)))
-    return out
+                keys.append((dataset, optimizer))
+                out.append(compare_paired(metric, strategy, baseline, pairs))
+    return [(dataset, optimizer, c) for (dataset, optimizer), c in zip(keys, holm(out), strict=True)]
 
 
 def comparison_row(dataset: str, optimizer: str, c: PairedComparison) -> dict[str, Any]:
@@ -180,7 +200,8 @@ def comparison_row(dataset: str, optimizer: str, c: PairedComparison) -> dict[st
         "dataset": dataset, "optimizer": optimizer, "strategy": c.strategy, "baseline": c.baseline,
         "metric": c.metric, "n_seeds": len(c.seeds), "mean_difference": c.mean, "std": _blank(c.std),
         "ci_low": _blank(c.ci_low), "ci_high": _blank(c.ci_high), "p_ttest": _blank(c.p_ttest),
-        "p_wilcoxon": _blank(c.p_wilcoxon), "beyond_noise": _blank(c.beyond_noise), "verdict": c.verdict(),
+        "p_holm": _blank(c.p_holm), "p_wilcoxon": _blank(c.p_wilcoxon), "beyond_noise": _blank(c.beyond_noise),
+        "verdict": c.verdict(),
     }
 
 
@@ -246,26 +267,33 @@ def markdown(settings: Settings, rows: list[dict], compared: Sequence[tuple[str,
 def _comparison_markdown(dataset: str, compared: Sequence[tuple[str, PairedComparison]]) -> list[str]:
     if not compared:
         return []
+    family = max((c.family for _, c in compared if c.testable), default=0)
+    direct = "".join(dict.fromkeys(f", {c.strategy} against {c.baseline}" for _, c in compared if c.baseline != BASELINE))
     lines = [
-        "", f"## {dataset}: each strategy against {BASELINE}, paired by seed", "",
-        (f"Differences are strategy minus {BASELINE} of the same seed (negative: less time, lower "
-        "error; positive test score: better). 95% confidence interval from Student's t, paired "
-        "t-test and Wilcoxon signed-rank test at the 5% level."),
+        "", f"## {dataset}: each strategy against {BASELINE}{direct}, paired by seed", "",
+        (f"Differences are strategy minus {BASELINE} of the same seed (`a vs b`: a minus b; "
+        "negative: less time, lower error; positive test score: better). 95% confidence interval "
+        "from Student's t, paired t-test and Wilcoxon signed-rank test. Beyond seed noise: the "
+        "t-test's p-value, Holm-adjusted over every test of the study (the rows with a p-value in "
+        f"every data set's table, {family} here), below 5%; the intervals and raw p-values are "
+        "not adjusted."),
     ]
     if any(not c.testable for _, c in compared):
         lines += ["", (f"**Fewer than {MIN_SEEDS} seeds: no interval or test is possible**; the "
                   "differences below are single observations, not evidence.")]
     lines += [
-        "", "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Wilcoxon p | beyond seed noise |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "", "| optimizer | strategy | metric | seeds | mean difference | 95% CI | t-test p | Holm p | Wilcoxon p | beyond seed noise |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for optimizer, c in compared:
         words, fmt = METRIC_WORDS[c.metric]
         ci = "–" if c.ci_low is None else f"{fmt.format(c.ci_low)} .. {fmt.format(c.ci_high)}"
-        p_t = "–" if c.p_ttest is None else f"{c.p_ttest:.3g}"
-        p_w = "–" if c.p_wilcoxon is None else f"{c.p_wilcoxon:.3g}"
+        p_t, p_h, p_w = ("–" if p is None else f"{p:.3g}" for p in (c.p_ttest, c.p_holm, c.p_wilcoxon))
         noise = {None: "no test", True: "yes", False: "no"}[c.beyond_noise]
-        lines.append(f"| {optimizer} | {c.strategy} | {words} | {len(c.seeds)} | {fmt.format(c.mean)} | {ci} | {p_t} | {p_w} | {noise} |")
+        pair = c.strategy if c.baseline == BASELINE else f"{c.strategy} vs {c.baseline}"
+        lines.append(
+            f"| {optimizer} | {pair} | {words} | {len(c.seeds)} | {fmt.format(c.mean)} | {ci} | {p_t} | {p_h} | {p_w} | {noise} |"
+        )
     lines.append("")
     lines += [f"- {optimizer}: {c.verdict()}." for optimizer, c in compared]
     return lines
@@ -314,6 +342,7 @@ def comparison_metrics(compared: Sequence[tuple[str, str, PairedComparison]]) ->
             "ci_low": None if c.ci_low is None else round(c.ci_low, 6),
             "ci_high": None if c.ci_high is None else round(c.ci_high, 6),
             "p_ttest": None if c.p_ttest is None else round(c.p_ttest, 6),
+            "p_holm": None if c.p_holm is None else round(c.p_holm, 6),
             "n_seeds": len(c.seeds),
         }
     return out
@@ -338,7 +367,7 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
             f"{[name for name, strategy in STRATEGIES.items() if not strategy.evaluated and strategy.target is None]})"
         )
     _write_csv(layout.runs_table, [
-        {k: v for k, v in run.__dict__.items() if k not in ("progress", "trials")} for run in loaded
+        {k: v for k, v in run.__dict__.items() if k not in ("progress", "trials", "result_curve")} for run in loaded
     ])
     rows = aggregate(loaded)
     for row in rows:
@@ -366,5 +395,10 @@ def summarize(settings: Settings, results: Path) -> list[dict]:
             [run.trials for run in loaded if run.dataset == dataset],
             f"{dataset}, study {study.name}: best validation error so far (within each stage)",
             layout.progress_figure(dataset),
+        )
+        ranking.rank_figure(
+            [run.result_curve for run in loaded if run.dataset == dataset],
+            f"{dataset}, study {study.name}: mean rank of each strategy's best validation error so far",
+            layout.rank_figure(dataset),
         )
     return rows

@@ -82,6 +82,9 @@ class Strategy:
     #: the summary compares it with :data:`BASELINE` under this time-reduction label;
     #: ``None``: not compared
     reduction_label: str | None = None
+    #: besides :data:`BASELINE`, the strategies it is compared with directly, paired by
+    #: seed, where the study has both (it minus each of them)
+    compared_with: tuple[str, ...] = ()
     #: its stage budgets are ``study.iis_budgets``, one per ladder resolution
     uses_iis_budgets: bool = False
     #: what the summary adds to the description of its stages
@@ -149,10 +152,11 @@ STRATEGIES: dict[str, Strategy] = {
     for s in (
         # the baseline: the whole budget at the largest resolution
         Strategy("standard", _whole_budget_at_largest, handoff=None, evaluated=True, line_style="-"),
-        # the paper's method: one stage per ladder resolution, the space narrowed between them
+        # the paper's method: one stage per ladder resolution, the space narrowed between them;
+        # against successive halving too, the other way of spending a budget on small images
         Strategy(
             "iis", _iis_budgets_up_the_ladder, handoff=RANGES, evaluated=True, line_style="--",
-            reduction_label="time reduction", uses_iis_budgets=True,
+            reduction_label="time reduction", uses_iis_budgets=True, compared_with=("halving",),
         ),
         # the control that separates IIS's two effects (the paper's Sec. 5): IIS's stage
         # budgets and range extraction, every stage at the largest resolution
