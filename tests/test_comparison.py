@@ -133,6 +133,7 @@ def test_holm_adjustment_by_hand() -> None:
     assert holm_adjust([0.7, 0.2]) == pytest.approx([0.7, 0.4])
     assert holm_adjust([0.5, 0.02, 0.02]) == pytest.approx([0.5, 0.06, 0.06])  # ties share the larger factor
     assert holm_adjust([0.03]) == [0.03] and holm_adjust([]) == []
+    assert holm_adjust([0.5, 0.0]) == [0.5, 0.0]  # p = 0: identical non-zero differences
 
 
 def sequential_holm(p_values: list[float], alpha: float) -> set[int]:
