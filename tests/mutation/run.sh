@@ -7,12 +7,12 @@
 #   tests/mutation/run.sh MODULE [MUTANT_NAME ...]
 #
 # MODULE is one of ranges, evidence, model, space, training, evaluation, summary, comparison,
-# importance, stage, optimizers. Show a
+# importance, ranking, stage, optimizers. Show a
 # mutant's diff with `(cd mutants/MODULE && ../../.venv/bin/mutmut show NAME)`.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
-module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation|summary|comparison|importance|stage|optimizers)"}
+module=${1:?"usage: $0 MODULE [MUTANT_NAME ...]  (ranges|evidence|model|space|training|evaluation|summary|comparison|importance|ranking|stage|optimizers)"}
 shift
 mutmut=${MUTMUT:-$root/.venv/bin/mutmut}
 
@@ -33,6 +33,7 @@ case $module in
   evaluation) mutate=(jobs/evaluation.py); tests=(tests/test_evaluation.py) ;;
   summary) mutate=(results/summary.py); tests=(tests/test_summary.py) ;;
   comparison) mutate=(results/comparison.py); tests=(tests/test_comparison.py) ;;
+  ranking) mutate=(results/ranking.py); tests=(tests/test_ranking.py) ;;
   # Its real trial stores are trained in the process mutmut forks from: one torch thread,
   # as for training.
   importance) mutate=(results/importance.py); tests=(tests/test_importance.py)
@@ -45,7 +46,7 @@ case $module in
   optimizers) mutate=(optimizers/__init__.py optimizers/base.py optimizers/genetic.py
       optimizers/hyperopt_search.py optimizers/settings.py optimizers/smac_search.py)
     tests=(tests/optimizers/test_optimizers.py tests/test_config.py) ;;
-  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary, comparison, importance, stage, optimizers" >&2
+  *) echo "unknown module '$module': expected one of ranges, evidence, model, space, training, evaluation, summary, comparison, importance, ranking, stage, optimizers" >&2
      exit 2 ;;
 esac
 
