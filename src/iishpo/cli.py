@@ -145,6 +145,27 @@ def _data_job(args: argparse.Namespace, settings: Settings) -> None:
     prepare_dataset(args.dataset, settings.datasets[args.dataset], args.raw_dir, outputs)
 
 
+def _analysis(args: argparse.Namespace, settings: Settings) -> None:
+    """summarize, analyze-importance or analyze-transfer; each refuses stale files with
+    :class:`~iishpo.results.artifacts.StaleFiles`."""
+    if args.command == "summarize":
+        from iishpo.plan.layout import Layout
+        from iishpo.results.summary import summarize
+
+        summarize(settings, args.results)
+        print(Layout(args.results).summary_markdown.read_text())
+        return
+    if args.command == "analyze-importance":
+        from iishpo.results.analysis import analyze_importance
+
+        written = analyze_importance(settings, args.results, args.dataset)
+    else:
+        from iishpo.results.transfer import analyze_transfer
+
+        written = analyze_transfer(settings, args.results, args.dataset)
+    log.info("wrote %s", ", ".join(str(p) for p in written))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -211,34 +232,14 @@ def main(argv: list[str] | None = None) -> int:
 
         with gpu_slot(settings):
             evaluate_test(settings, args.dataset, args.seed, args.trials, args.data, args.output)
-    elif args.command == "summarize":
-        from iishpo.plan.layout import Layout
-        from iishpo.results.summary import StaleResults, summarize
+    elif args.command in ("summarize", "analyze-importance", "analyze-transfer"):
+        from iishpo.results.artifacts import StaleFiles
 
         try:
-            summarize(settings, args.results)
-        except StaleResults as err:
+            _analysis(args, settings)
+        except StaleFiles as err:
             print(f"iishpo: {err}", file=sys.stderr)
             return 1
-        print(Layout(args.results).summary_markdown.read_text())
-    elif args.command == "analyze-importance":
-        from iishpo.results.analysis import StaleStages, analyze_importance
-
-        try:
-            written = analyze_importance(settings, args.results, args.dataset)
-        except StaleStages as err:
-            print(f"iishpo: {err}", file=sys.stderr)
-            return 1
-        log.info("wrote %s", ", ".join(str(p) for p in written))
-    elif args.command == "analyze-transfer":
-        from iishpo.results.transfer import StaleTransfer, analyze_transfer
-
-        try:
-            written = analyze_transfer(settings, args.results, args.dataset)
-        except StaleTransfer as err:
-            print(f"iishpo: {err}", file=sys.stderr)
-            return 1
-        log.info("wrote %s", ", ".join(str(p) for p in written))
     elif args.command == "export-optuna":
         import optuna
 

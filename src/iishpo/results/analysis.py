@@ -18,7 +18,7 @@ from pathlib import Path
 
 from iishpo.plan.layout import Layout, digest, independent_runs, stage_config, stages
 from iishpo.results import figures
-from iishpo.results.artifacts import read_stage
+from iishpo.results.artifacts import StaleFiles, read_stage
 from iishpo.results.importance import importance_by_resolution, importance_rows, markdown
 from iishpo.settings.config import Settings
 from iishpo.store import Trial, read_trials, write_atomic
@@ -26,7 +26,7 @@ from iishpo.store import Trial, read_trials, write_atomic
 IMPORTANCE_FIELDS = ["resolution", "n_trials", "subset", "size", "explained_variance"]
 
 
-class StaleStages(ValueError):
+class StaleStages(StaleFiles):
     """Stage files were made under another configuration than the current one."""
 
 

@@ -26,6 +26,11 @@ from iishpo.store import write_json_atomic
 FORMAT = 1
 
 
+class StaleFiles(ValueError):
+    """Files were made under another configuration than the current one (their recorded
+    ``config_digest`` differs): an analysis refuses to read them, naming the files."""
+
+
 @dataclass(frozen=True)
 class BestTrial:
     number: int

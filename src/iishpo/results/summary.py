@@ -41,7 +41,7 @@ from iishpo.plan.layout import (
     stages,
 )
 from iishpo.results import figures, ranking
-from iishpo.results.artifacts import read_evaluation, read_stage
+from iishpo.results.artifacts import StaleFiles, read_evaluation, read_stage
 from iishpo.results.comparison import MIN_SEEDS, PairedComparison, compare_paired, holm
 from iishpo.settings.config import Settings
 from iishpo.settings.strategies import BASELINE, STRATEGIES
@@ -72,7 +72,7 @@ class RunResult:
     result_curve: ranking.Curve  # the run's result (best_val_error) as it grew, for the mean ranks
 
 
-class StaleResults(ValueError):
+class StaleResults(StaleFiles):
     """Result files were made under another configuration than the current one."""
 
 

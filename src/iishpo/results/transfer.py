@@ -54,7 +54,7 @@ from iishpo.plan.layout import (
     transfer_sources,
 )
 from iishpo.results import figures
-from iishpo.results.artifacts import PromotionsRecord, read_promotions, read_stage
+from iishpo.results.artifacts import PromotionsRecord, StaleFiles, read_promotions, read_stage
 from iishpo.results.provenance import provenance
 from iishpo.settings.config import MIN_TRANSFER_CONFIGURATIONS, Settings, Transfer
 from iishpo.settings.strategies import TRANSFER
@@ -69,7 +69,7 @@ Lineage = dict[int, Trial]
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
-class StaleTransfer(ValueError):
+class StaleTransfer(StaleFiles):
     """Stage or promotion files were made under another configuration than the current one."""
 
 
