@@ -16,6 +16,7 @@ of every optimizer as JSON; the reproducibility test compares two such processes
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -24,7 +25,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -83,13 +85,15 @@ class Subject:
 
     def run(self, space: SearchSpace, *, budget: int, seed: int, trials: int | None = None,
             initial_points: Sequence[Config] = (), settings: OptimizerSettings | None = None,
+            loss_of: Callable[[Config, SearchSpace], float] | None = None,
             ) -> list[tuple[Config, float]]:
-        """Ask and tell ``trials`` times (default: the budget); the history of (config, loss)."""
+        """Ask and tell ``trials`` times (default: the budget); the history of (config, loss),
+        the loss by ``loss_of`` (default: :func:`objective`)."""
         optimizer = self.create(space, budget=budget, seed=seed, initial_points=initial_points, settings=settings)
         history = []
         for _ in range(budget if trials is None else trials):
             config = optimizer.ask()
-            loss = objective(config, space)
+            loss = (loss_of or objective)(config, space)
             optimizer.tell(config, loss)
             history.append((config, loss))
         return history
@@ -125,6 +129,34 @@ def objective(config: Mapping[str, Any], space: SearchSpace) -> float:
     )
 
 
+#: One parameter of every kind a ``conf/space`` file can declare. The CNN space has no
+#: plain (not log-scaled) int or float outside its layer counts, and only int choices.
+EVERY_KIND = {
+    "layers": {"type": "int", "low": 1, "high": 3},
+    "width": {"type": "int", "low": 2, "high": 5, "per_layer_of": "layers"},
+    "steps": {"type": "int", "low": 1, "high": 4},
+    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+    "rate": {"type": "float", "low": 1.0e-3, "high": 1.0e-1, "log": True},
+    "units": {"type": "int", "low": 1, "high": 4, "log": True},
+    "activation": {"type": "categorical", "choices": ["relu", 0.5, 3]},
+}
+
+
+def every_kind_space() -> SearchSpace:
+    return build_space(EVERY_KIND, 32)
+
+
+def every_kind_loss(config: Mapping[str, Any], space: SearchSpace) -> float:
+    """0 at 3 layers of width 4, 2 steps, dropout 0.2, rate 0.01, 3 units, choice 0.5."""
+    widths = [config[f"width_{i}"] for i in range(config["layers"])]
+    return (
+        (3 - config["layers"]) / 2 + sum(abs(w - 4) for w in widths) / len(widths) / 2
+        + abs(config["steps"] - 2) / 2 + abs(config["dropout"] - 0.2) * 2
+        + abs(math.log10(config["rate"]) + 2) + abs(config["units"] - 3) / 2
+        + 0.5 * (config["activation"] != 0.5)
+    )
+
+
 def same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Equal configurations, floats up to rounding."""
     return a.keys() == b.keys() and all(
@@ -139,6 +171,8 @@ def assert_in_space(config: Config, space: SearchSpace) -> None:
         value = config[param.name]
         expected = {FLOAT: float, INT: int}.get(param.kind)
         assert expected is None or type(value) is expected, (param.name, value, type(value))
+        if param.kind == CATEGORICAL:  # the choice itself, not an equal one of another type
+            assert any(type(c) is type(value) and c == value for c in param.choices or ()), (param.name, value)
 
 
 def narrowed(space: SearchSpace) -> SearchSpace:
@@ -203,6 +237,14 @@ class OptimizerContract:
         # the conditional parts were explored, not stuck at one architecture
         assert len({c["n_conv"] for c, _ in history}) > 1
         assert len({c["n_fc"] for c, _ in history}) > 1
+
+    def test_every_kind_of_parameter(self, subject: Subject) -> None:
+        space = every_kind_space()
+        history = subject.run(space, budget=16, seed=2, loss_of=every_kind_loss)
+        for config, _ in history:
+            assert_in_space(config, space)
+        assert len({c["layers"] for c, _ in history}) > 1
+        assert len({c["activation"] for c, _ in history}) > 1
 
     def test_shipped_settings_work(self, subject: Subject) -> None:
         space = space_at(32)
@@ -278,6 +320,50 @@ class TestEveryOptimizer(OptimizerContract):
     @pytest.fixture(params=NAMES)
     def subject(self, request: pytest.FixtureRequest) -> Subject:
         return Subject(request.param)
+
+
+class TestRandomSearch:
+
+    def test_every_value_of_an_int_range_is_drawn_as_often_as_its_scale_says(self) -> None:
+        # a plain int: each of 1..4 a quarter of the draws, the end points included; a
+        # log-scaled one: each integer v its share of the log range [0.5, 4.5],
+        # log((v + 0.5) / (v - 0.5)) / log(9), so 1 about half of the draws
+        space, n = every_kind_space(), 800
+        draws = [c for c, _ in RANDOM.run(space, budget=n, seed=0, loss_of=every_kind_loss)]
+        steps, units = Counter(c["steps"] for c in draws), Counter(c["units"] for c in draws)
+        for value in range(1, 5):
+            assert steps[value] / n == pytest.approx(0.25, abs=0.05), steps
+            share = math.log((value + 0.5) / (value - 0.5)) / math.log(9)
+            assert units[value] / n == pytest.approx(share, abs=0.05), units
+        dropouts = [c["dropout"] for c in draws]
+        assert statistics.mean(dropouts) == pytest.approx(0.25, abs=0.02)
+        assert min(dropouts) < 0.01 and max(dropouts) > 0.49
+
+    def test_the_first_proposals_of_a_seed_stay_the_same(self) -> None:
+        # a finished study resumes by replaying its stored trials: a change that draws
+        # other configurations for the same seed makes every stored run refuse to resume
+        # (recorded with hyperopt 0.3.0, the version of requirements.lock)
+        expected = [
+            {"learning_rate": 0.000269851, "batch_size": 64, "l1": 1.56838e-07, "l2": 0.00908253, "filter_size": 7,
+             "n_conv": 2, "n_fc": 1, "conv_filters_0": 38, "conv_filters_1": 31, "fc_units_0": 46},
+            {"learning_rate": 0.00288301, "batch_size": 64, "l1": 2.82321e-06, "l2": 1.90156e-06, "filter_size": 7,
+             "n_conv": 2, "n_fc": 1, "conv_filters_0": 208, "conv_filters_1": 69, "fc_units_0": 299},
+            {"learning_rate": 0.000326675, "batch_size": 16, "l1": 1.97432e-07, "l2": 5.93511e-06, "filter_size": 3,
+             "n_conv": 1, "n_fc": 1, "conv_filters_0": 141, "fc_units_0": 22},
+        ]
+        proposals = [c for c, _ in RANDOM.run(space_at(16), budget=3, seed=0)]
+        assert [c.keys() for c in proposals] == [e.keys() for e in expected]
+        for config, recorded in zip(proposals, expected, strict=True):
+            assert config == pytest.approx(recorded, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_libraries_info_lines_stay_out_of_the_stage_log(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    # hyperopt and SMAC log several INFO lines per proposal; the stage log reports progress itself
+    caplog.set_level(logging.INFO)
+    Subject(name).run(space_at(16), budget=8, seed=0)
+    chatter = [r for r in caplog.records if r.levelno < logging.WARNING and r.name.split(".")[0] in ("hyperopt", "smac")]
+    assert not chatter, [r.getMessage() for r in chatter[:3]]
 
 
 class TestTPE:
