@@ -15,6 +15,7 @@ of every optimizer as JSON; the reproducibility test compares two such processes
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -358,10 +360,18 @@ class TestRandomSearch:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_libraries_info_lines_stay_out_of_the_stage_log(name: str, caplog: pytest.LogCaptureFixture) -> None:
-    # hyperopt and SMAC log several INFO lines per proposal; the stage log reports progress itself
+def test_the_libraries_info_lines_stay_out_of_the_stage_log(
+    name: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # hyperopt and SMAC log several INFO lines per proposal; the stage log reports progress
+    # itself. The optimizer quiets them when it is built: not left to an earlier one.
+    for library in ("hyperopt", "smac"):
+        monkeypatch.setattr(logging.getLogger(library), "level", logging.NOTSET)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
     caplog.set_level(logging.INFO)
     Subject(name).run(space_at(16), budget=8, seed=0)
+    assert root.handlers == handlers  # the root logger is left as it was
     chatter = [r for r in caplog.records if r.levelno < logging.WARNING and r.name.split(".")[0] in ("hyperopt", "smac")]
     assert not chatter, [r.getMessage() for r in chatter[:3]]
 
@@ -490,6 +500,20 @@ class TestGeneticAlgorithm:
         assert proposals(math.nan) == proposals(math.inf)
         assert proposals(math.inf) != proposals(0.0)  # those losses do steer the search
 
+    def test_a_categorical_gene_moves_to_another_choice_each_as_likely(self) -> None:
+        param, rng = Param("batch_size", CATEGORICAL, choices=(16, 32, 64, 128)), random.Random(0)
+        moved = Counter(_mutate_gene(param, 32, 0.05, rng) for _ in range(3000))
+        assert set(moved) == {16, 64, 128}
+        assert all(count / 3000 == pytest.approx(1 / 3, abs=0.03) for count in moved.values())
+        assert _mutate_gene(Param("one", CATEGORICAL, choices=(3,)), 3, 0.05, rng) == 3
+
+    def test_a_numeric_gene_moves_by_the_draw_of_its_generator(self) -> None:
+        # plus the Gaussian draw, not minus: the same seed, the same offspring (replay)
+        param, middle = Param("momentum", FLOAT, low=0.0, high=2.0), 1.0
+        step = random.Random(5).gauss(0.0, 0.05)
+        assert _mutate_gene(param, middle, 0.05, random.Random(5)) == pytest.approx(param.from_unit(0.5 + step))
+        assert step != 0.0
+
     @pytest.mark.parametrize("param", [
         Param("momentum", FLOAT, low=0.0, high=2.0), Param("lr", FLOAT, low=1e-4, high=1e-2, log=True),
     ])
@@ -586,6 +610,62 @@ class TestSMAC:
         drawn = smac._random_new_config()  # type: ignore[attr-defined]
         assert_in_space(drawn, tiny)
         assert {drawn["batch_size"]} == {16, 32, 64, 128} - told
+
+    @pytest.mark.parametrize("change", [{"challengers": 50}, {"random_probability": 0.9}])
+    def test_the_acquisition_settings_reach_smac(self, change: dict[str, Any]) -> None:
+        space, budget = space_at(16), 12
+        n_initial = SMAC.settings().n_initial(budget, 0)  # type: ignore[attr-defined]
+        before = SMAC.run(space, budget=budget, seed=5)
+        after = SMAC.run(space, budget=budget, seed=5, settings=SMAC.settings(**change))
+        pairs = list(zip(before, after, strict=True))
+        assert all(same(a, b) for (a, _), (b, _) in pairs[:n_initial])
+        assert not all(same(a, b) for (a, _), (b, _) in pairs[n_initial:])
+
+    def test_the_forest_is_the_facades_single_threaded_without_a_leaf_cap(self) -> None:
+        from smac import HyperparameterOptimizationFacade
+
+        smac = SMAC.create(space_at(16), budget=8, seed=3)
+        ours = smac._smac._model  # type: ignore[attr-defined]
+        facades = HyperparameterOptimizationFacade.get_model(smac._smac._scenario)  # type: ignore[attr-defined]
+        differing = {k for k in ours._rf_opts if ours._rf_opts[k] != facades._rf_opts[k]}
+        assert differing == {"n_jobs", "max_leaf_nodes"}
+        assert (ours._rf_opts["n_jobs"], ours._rf_opts["max_leaf_nodes"]) == (1, None)
+        assert ours._log_y is facades._log_y is True
+
+    def test_a_proposal_is_the_configuration_smac_chose(self) -> None:
+        space = every_kind_space()
+        smac = SMAC.create(space, budget=12, seed=4)
+        for _ in range(12):
+            config = smac.ask()
+            chosen = smac._pending.config  # type: ignore[attr-defined]
+            assert {name: chosen[name] for name in chosen} == pytest.approx(config)
+            smac.tell(config, every_kind_loss(config, space))
+
+    @pytest.mark.parametrize("loss", [math.inf, math.nan])
+    def test_a_loss_that_is_not_finite_is_refused(self, loss: float) -> None:
+        smac = SMAC.create(space_at(16), budget=4, seed=0)
+        config = smac.ask()
+        message = (f"smac: the loss must be finite, got {loss}; report a failed trial as the worst "
+                   "finite loss (the stage runner tells 1.0)")
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            smac.tell(config, loss)
+
+    def test_smac_writes_nothing_outside_its_temporary_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        smac = SMAC.create(space_at(16), budget=6, seed=0)
+        for _ in range(6):
+            config = smac.ask()
+            smac.tell(config, objective(config, space_at(16)))
+        assert [p.name for p in tmp_path.iterdir()] == ["tmp"]
+        (private,) = (tmp_path / "tmp").iterdir()
+        assert private.name.startswith("iishpo-smac-")
+        del smac
+        gc.collect()
+        assert not any((tmp_path / "tmp").iterdir())  # removed with the optimizer
 
     def test_max_history_is_validated(self) -> None:
         raw = yaml.safe_load((CONF / "optimizer" / "smac.yaml").read_text())

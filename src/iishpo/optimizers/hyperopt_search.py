@@ -125,7 +125,7 @@ class RandomSearch(_HyperoptOptimizer[RandomSettings]):
 
     def _suggest(self, tid: int) -> dict[str, list[Any]]:
         (doc,) = rand.suggest([tid], self._domain, self._trials, self._seed(tid))
-        return _plain_vals(doc["misc"]["vals"])
+        return doc["misc"]["vals"]
 
 
 class TPE(_HyperoptOptimizer[TPESettings]):
@@ -160,7 +160,7 @@ class TPE(_HyperoptOptimizer[TPESettings]):
                 gamma=gamma,
                 n_EI_candidates=self.settings.n_ei_candidates,
             )
-        return _plain_vals(doc["misc"]["vals"])
+        return doc["misc"]["vals"]
 
     def model_history(self) -> tuple[Trials, float]:
         """The trials the densities are fitted on, and the gamma that keeps the good group."""
@@ -203,6 +203,7 @@ def _hp(p: Param, label: str) -> Any:
 
 
 def _decode(p: Param, raw: list[Any] | None) -> Any:
+    """A configuration value from hyperopt's (a numpy scalar): a plain Python one."""
     if _fixed(p):
         return int(p.low) if p.kind == INT else float(p.low)  # type: ignore[arg-type]
     assert raw, f"hyperopt gave no value for {p.name}"
@@ -218,11 +219,6 @@ def _encode(p: Param, value: Any) -> Any:
     if p.kind == CATEGORICAL:
         return p.choices.index(value)  # type: ignore[union-attr]
     return float(value)
-
-
-def _plain_vals(vals: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """hyperopt hands out numpy scalars; keep plain Python numbers."""
-    return {k: [v.item() if hasattr(v, "item") else v for v in vs] for k, vs in vals.items()}
 
 
 __all__ = ["TPE", "RandomSearch"]
