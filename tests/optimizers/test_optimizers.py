@@ -366,7 +366,9 @@ def test_the_libraries_info_lines_stay_out_of_the_stage_log(
     # hyperopt and SMAC log several INFO lines per proposal; the stage log reports progress
     # itself. The optimizer quiets them when it is built: not left to an earlier one.
     for library in ("hyperopt", "smac"):
-        monkeypatch.setattr(logging.getLogger(library), "level", logging.NOTSET)
+        logger = logging.getLogger(library)
+        monkeypatch.setattr(logger, "level", logger.level)  # restored afterwards
+        logger.setLevel(logging.NOTSET)  # which also clears the loggers' cached levels
     root = logging.getLogger()
     handlers = list(root.handlers)
     caplog.set_level(logging.INFO)
