@@ -373,7 +373,7 @@ def test_the_libraries_info_lines_stay_out_of_the_stage_log(
     handlers = list(root.handlers)
     caplog.set_level(logging.INFO)
     Subject(name).run(space_at(16), budget=8, seed=0)
-    assert root.handlers == handlers  # the root logger is left as it was
+    assert (root.level, root.handlers) == (logging.INFO, handlers)  # the root logger is left as it was
     chatter = [r for r in caplog.records if r.levelno < logging.WARNING and r.name.split(".")[0] in ("hyperopt", "smac")]
     assert not chatter, [r.getMessage() for r in chatter[:3]]
 
