@@ -643,6 +643,28 @@ class TestSMAC:
             assert {name: chosen[name] for name in chosen} == pytest.approx(config)
             smac.tell(config, every_kind_loss(config, space))
 
+    def test_the_predicted_best_is_the_one_smac_finds(self) -> None:
+        # ours predicts all evaluated configurations at once; SMAC's own one at a time
+        import numpy as np
+        from smac.main.config_selector import ConfigSelector
+
+        space, budget = space_at(16), 14
+        smac = SMAC.create(space, budget=budget, seed=6)
+        selector = smac._smac._config_selector  # type: ignore[attr-defined]
+        asked: list[Any] = []
+        ours = selector._get_x_best
+        selector._get_x_best = lambda X: (asked.append(X), ours(X))[1]
+        for _ in range(budget):
+            config = smac.ask()
+            smac.tell(config, objective(config, space))
+        assert len(asked) >= 5
+        positions = []
+        for X in asked:
+            (mine, mine_cost), (theirs, theirs_cost) = ours(X), ConfigSelector._get_x_best(selector, X)
+            assert np.array_equal(mine, theirs, equal_nan=True) and mine_cost == theirs_cost
+            positions.append(next(i for i, row in enumerate(X) if np.array_equal(row, theirs, equal_nan=True)))
+        assert any(positions)  # not always the first evaluated one
+
     @pytest.mark.parametrize("loss", [math.inf, math.nan])
     def test_a_loss_that_is_not_finite_is_refused(self, loss: float) -> None:
         smac = SMAC.create(space_at(16), budget=4, seed=0)
