@@ -665,6 +665,21 @@ class TestSMAC:
             positions.append(next(i for i, row in enumerate(X) if np.array_equal(row, theirs, equal_nan=True)))
         assert any(positions)  # not always the first evaluated one
 
+    def test_the_configspace_has_the_spaces_log_scales(self) -> None:
+        from iishpo.optimizers.smac_search import build_configspace
+
+        space = every_kind_space()
+        configspace = build_configspace(space)
+        numeric = [p for p in space.params if p.kind != CATEGORICAL]
+        assert {p.name: configspace[p.name].log for p in numeric} == {p.name: p.log for p in numeric}
+        assert any(p.log for p in numeric if p.kind == INT)
+
+    def test_the_acquisition_search_is_seeded_by_the_run(self) -> None:
+        smac = SMAC.create(space_at(16), budget=8, seed=7)
+        maximizer = smac._smac._config_selector._acquisition_maximizer  # type: ignore[attr-defined]
+        searches = (maximizer, maximizer._random_search, maximizer._local_search)
+        assert [search._seed for search in searches] == [7, 7, 7]
+
     @pytest.mark.parametrize("loss", [math.inf, math.nan])
     def test_a_loss_that_is_not_finite_is_refused(self, loss: float) -> None:
         smac = SMAC.create(space_at(16), budget=4, seed=0)
@@ -769,15 +784,23 @@ def test_same_seed_same_proposals_in_other_processes() -> None:
         assert one[name]["7"] != one[name]["8"], name
 
 
-def test_a_missing_library_is_named_when_a_stage_builds_the_optimizer() -> None:
+@pytest.mark.parametrize(("path", "missing", "package"), [
+    ("no_such_library.search.Optimizer", "no_such_library", "no_such_library"),
+    ("hyperopt.no_such_module.Search", "hyperopt.no_such_module", "hyperopt"),  # a part of one
+])
+def test_a_missing_library_is_named_when_a_stage_builds_the_optimizer(path: str, missing: str, package: str) -> None:
     @dataclass(frozen=True)
     class Elsewhere(OptimizerSettings):
-        algorithm: ClassVar[str] = "no_such_library.search.Optimizer"
+        algorithm: ClassVar[str] = path
 
-    message = (r"optimizer 'x' \(no_such_library.search.Optimizer\) needs 'no_such_library', "
-               "which is not installed: pip install no_such_library")
-    with pytest.raises(ImportError, match=message):
+    message = (f"optimizer 'x' ({path}) needs '{missing}', which is not installed: pip install {package}")
+    with pytest.raises(ImportError, match=f"^{re.escape(message)}$"):
         create_optimizer("x", space_at(16), budget=2, seed=0, settings=Elsewhere())
+
+
+def test_a_budget_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^budget must be >= 1, got 0$"):
+        RANDOM.create(space_at(16), budget=0, seed=0)
 
 
 @pytest.mark.parametrize("name", ["random", "tpe", "ga", "smac"])
