@@ -89,16 +89,9 @@ class Subject:
             initial_points: Sequence[Config] = (), settings: OptimizerSettings | None = None,
             loss_of: Callable[[Config, SearchSpace], float] | None = None,
             ) -> list[tuple[Config, float]]:
-        """Ask and tell ``trials`` times (default: the budget); the history of (config, loss),
-        the loss by ``loss_of`` (default: :func:`objective`)."""
+        """A new optimizer driven ``trials`` times (default: the budget): :func:`drive`."""
         optimizer = self.create(space, budget=budget, seed=seed, initial_points=initial_points, settings=settings)
-        history = []
-        for _ in range(budget if trials is None else trials):
-            config = optimizer.ask()
-            loss = (loss_of or objective)(config, space)
-            optimizer.tell(config, loss)
-            history.append((config, loss))
-        return history
+        return drive(optimizer, space, budget if trials is None else trials, loss_of)
 
     def performance(self, seeds: Sequence[int]) -> tuple[float, float]:
         """Over ``seeds``: the mean best loss, and the mean loss of the second half of each run."""
@@ -110,6 +103,19 @@ class Subject:
 
 
 RANDOM, TPE_, GA, SMAC = (Subject(name) for name in ("random", "tpe", "ga", "smac"))
+
+
+def drive(optimizer: Optimizer[Any], space: SearchSpace, trials: int,
+          loss_of: Callable[[Config, SearchSpace], float] | None = None) -> list[tuple[Config, float]]:
+    """Ask and tell ``trials`` times, the loss by ``loss_of`` (default: :func:`objective`);
+    the history of (config, loss)."""
+    history = []
+    for _ in range(trials):
+        config = optimizer.ask()
+        loss = (loss_of or objective)(config, space)
+        optimizer.tell(config, loss)
+        history.append((config, loss))
+    return history
 
 
 def objective(config: Mapping[str, Any], space: SearchSpace) -> float:
@@ -555,9 +561,7 @@ class TestSMAC:
         fitted_on: list[int] = []
         train = model.train
         model.train = lambda X, Y: (fitted_on.append(len(X)), train(X, Y))[1]
-        for _ in range(budget):
-            config = smac.ask()
-            smac.tell(config, objective(config, space))
+        drive(smac, space, budget)
         # after the 10 initial points: a fit every max(1, n // 5) trials of n told
         assert settings.n_initial(budget, 0) == 10
         assert fitted_on == [10, 12, 14, 16, 19, 22, 26, 31, 37]
@@ -575,9 +579,7 @@ class TestSMAC:
             return fitted
 
         model.train = train_and_record
-        for _ in range(budget):
-            config = smac.ask()
-            smac.tell(config, objective(config, space))
+        drive(smac, space, budget)
         # the schedule still counts every trial; the forest sees at most 12 of them
         assert [told for told, _ in fits] == list(range(8, budget))
         assert [fitted for _, fitted in fits] == [min(told, 12) for told, _ in fits]
@@ -654,9 +656,7 @@ class TestSMAC:
         asked: list[Any] = []
         ours = selector._get_x_best
         selector._get_x_best = lambda X: (asked.append(X), ours(X))[1]
-        for _ in range(budget):
-            config = smac.ask()
-            smac.tell(config, objective(config, space))
+        drive(smac, space, budget)
         assert len(asked) >= 5
         positions = []
         for X in asked:
@@ -696,9 +696,7 @@ class TestSMAC:
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
         (tmp_path / "tmp").mkdir()
         smac = SMAC.create(space_at(16), budget=6, seed=0)
-        for _ in range(6):
-            config = smac.ask()
-            smac.tell(config, objective(config, space_at(16)))
+        drive(smac, space_at(16), 6)
         assert [p.name for p in tmp_path.iterdir()] == ["tmp"]
         (private,) = (tmp_path / "tmp").iterdir()
         assert private.name.startswith("iishpo-smac-")
